@@ -1,0 +1,127 @@
+"""What every tool call shares: the run's artifact store, the pipeline loader, the profile, seeds and progress.
+
+A tool is a plain function ``tool(ctx, ...typed args...) -> ToolResult``; agents bind ``ctx`` before handing the
+function to AutoGen, so the LLM sees only the typed, documented arguments.
+
+Example:
+    >>> from tools.context import ToolResult
+    >>> ToolResult(outputs=["img-0001"], text="img-0001: image 96x64").text
+    'img-0001: image 96x64'
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from tools.artifacts import ArtifactStore
+from tools.errors import InputError
+from tools.model_loader import PipelineLoader
+from tools.profiles import Profile
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class ToolResult:
+    """What a tool returns: the new artifact ids (the last one is the main result) and one line for the chat."""
+
+    outputs: list[str]
+    text: str
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def main(self) -> str:
+        return self.outputs[-1]
+
+
+@dataclass
+class ToolContext:
+    """Shared state of one run's tool calls."""
+
+    store: ArtifactStore
+    loader: PipelineLoader
+    profile: Profile
+    seed: int = 0
+    on_event: Callable[[dict], None] | None = None
+    timings: dict[str, float] = field(default_factory=lambda: {"generate": 0.0})
+    _calls: int = 0
+
+    def next_seed(self, seed: int | None) -> int:
+        """The seed for a tool call: the explicit one, or the run's seed plus the number of calls so far."""
+        if seed is not None:
+            if not isinstance(seed, int) or seed < 0:
+                raise InputError(f"seed must be a whole number >= 0, got {seed!r}")
+            return seed
+        self._calls += 1
+        return self.seed + self._calls - 1
+
+    def emit(self, event: dict) -> None:
+        if self.on_event:
+            self.on_event(event)
+
+    def params(self, role: str, part: str = "main") -> dict[str, Any]:
+        cfg = self.profile.role(role)
+        if part == "refiner":
+            cfg = cfg.refiner
+        return dict(cfg.params)
+
+
+def to_uint8_frames(frames: Any) -> np.ndarray:
+    """Pipeline output (float in [0, 1], PIL images, or nested lists) -> ``uint8`` ``(T, H, W, 3)`` or ``(H, W, 3)``."""
+    if isinstance(frames, list) and frames and not isinstance(frames[0], np.ndarray | float | int):
+        frames = np.stack([np.asarray(f) for f in frames])
+    arr = np.asarray(frames)
+    if arr.dtype != np.uint8:
+        arr = (np.clip(arr, 0.0, 1.0) * 255.0).round().astype(np.uint8)
+    return arr
+
+
+def call_pipeline(ctx: ToolContext, role: str, pipe: Any, label: str, **kwargs: Any) -> Any:
+    """Run a pipeline with progress events per denoising step; time it under ``ctx.timings['generate']``.
+
+    Only arguments the pipeline's ``__call__`` accepts may be passed: a profile parameter it does not accept is a
+    profile mistake and raises :class:`InputError` naming it.
+    """
+    accepted = inspect.signature(pipe.__call__).parameters
+    bad = [k for k in kwargs if k not in accepted]
+    if bad:
+        raise InputError(
+            f"{type(pipe).__name__} does not take {', '.join(sorted(bad))}; fix the profile's params for role {role!r}"
+        )
+    total = int(kwargs.get("num_inference_steps") or 0)
+    if "callback_on_step_end" in accepted:
+
+        def on_step(_pipe: Any, step: int, _t: Any, cb_kwargs: dict) -> dict:
+            ctx.emit({"type": "progress", "stage": label, "role": role, "step": step + 1, "total": total})
+            return cb_kwargs
+
+        kwargs["callback_on_step_end"] = on_step
+    ctx.emit({"type": "progress", "stage": label, "role": role, "step": 0, "total": total})
+    start = time.perf_counter()
+    with torch.inference_mode():
+        out = pipe(**kwargs)
+    seconds = time.perf_counter() - start
+    ctx.timings["generate"] = ctx.timings.get("generate", 0.0) + seconds
+    logger.debug("%s (%s) took %.2fs", label, role, seconds)
+    return out
+
+
+def generator(seed: int) -> torch.Generator:
+    """A CPU generator: the same seed gives the same noise on any device."""
+    return torch.Generator("cpu").manual_seed(seed)
+
+
+def require_text(value: str, what: str) -> str:
+    from tools.errors import ToolArgumentError
+
+    if not isinstance(value, str) or not value.strip():
+        raise ToolArgumentError(f"{what} is empty; give a short description in words")
+    return value.strip()

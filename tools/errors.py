@@ -1,0 +1,22 @@
+"""Errors that carry a one-line message meant for a person (or the planner LLM), not a traceback."""
+
+from __future__ import annotations
+
+
+class OpenMoraError(Exception):
+    """Base of the errors OpenMora raises on purpose. ``str(err)`` is one line that names the problem and the fix."""
+
+
+class InputError(OpenMoraError, ValueError):
+    """The user's input (a file, an option, a profile, a prompt) cannot be used. The CLI exits 2 on it."""
+
+
+class ToolArgumentError(OpenMoraError, ValueError):
+    """A tool was called with arguments it cannot take (unknown artifact id, wrong kind, empty prompt).
+
+    Inside a group chat this becomes a message the planner can react to, not a crash.
+    """
+
+
+class ModelLoadError(OpenMoraError, RuntimeError):
+    """A pipeline named by a profile could not be loaded (missing weights, unknown class, no network)."""

@@ -1,0 +1,55 @@
+"""Tool: make a clip longer by continuing from its last frame, segment after segment."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from tools.context import ToolContext, ToolResult
+from tools.errors import ToolArgumentError
+from tools.image_to_video import render_segment
+
+MAX_SEGMENTS = 12
+
+
+def extend_video(
+    ctx: ToolContext, clip_id: str, prompt: str = "", segments: int = 1, seed: int | None = None
+) -> ToolResult:
+    """Continue a video: generate new segments that start from its last frame and append them.
+    The result begins with every frame of the original clip.
+
+    Args:
+        clip_id: the artifact id of the clip to continue (e.g. clip-0001).
+        prompt: what should happen next (used by models that take text; optional).
+        segments: how many new segments to add, 1 to 12 (each adds about one image-to-video clip of length).
+        seed: random seed for reproducible results (optional).
+
+    Returns:
+        The extended clip's artifact id and a one-line description.
+    """
+    if not isinstance(segments, int) or not 1 <= segments <= MAX_SEGMENTS:
+        raise ToolArgumentError(f"segments must be a whole number from 1 to {MAX_SEGMENTS}, got {segments!r}")
+    source = ctx.store.get(clip_id, "video")
+    seed = ctx.next_seed(seed)
+    start = time.perf_counter()
+    pieces = [ctx.store.frames(source.id)]
+    notes: list[str] = []
+    for i in range(segments):
+        # Chain on the exact last frame array (lossless), not on a decode of the lossy MP4.
+        frames, seg_notes = render_segment(ctx, pieces[-1][-1], prompt, seed + i)
+        notes += [n for n in seg_notes if n not in notes]
+        # The first generated frame re-draws the conditioning frame: drop it so no frame is shown twice.
+        pieces.append(frames[1:])
+    joined = np.concatenate(pieces, axis=0)
+    art = ctx.store.add_video(
+        joined,
+        ctx.profile.fps,
+        tool="extend_video",
+        parents=[source.id],
+        params={"prompt": prompt, "segments": segments},
+        seed=seed,
+        seconds=time.perf_counter() - start,
+        description=f"{source.id} extended by {segments} segment{'s' if segments > 1 else ''}",
+    )
+    return ToolResult(outputs=[art.id], text=art.summary(), notes=notes)

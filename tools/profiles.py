@@ -1,0 +1,152 @@
+"""Model profiles: which diffusers pipeline plays each role, on what device and dtype, with which call parameters.
+
+Profiles are data (YAML files in ``profiles/`` or a user's own file), loaded into small typed objects.
+
+Example:
+    >>> from tools.profiles import load_profile
+    >>> p = load_profile("tiny")
+    >>> p.roles["image_to_video"].pipeline
+    'StableVideoDiffusionPipeline'
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tools.errors import InputError
+
+PROFILES_DIR = Path(__file__).resolve().parent.parent / "profiles"
+ROLES = ("text_to_image", "edit_image", "image_to_video", "connect_frames")
+DTYPES = ("auto", "float32", "float16", "bfloat16")
+OFFLOAD = ("none", "model", "sequential")
+
+
+@dataclass
+class RoleConfig:
+    """One role's pipeline.
+
+    ``model`` is a hub id, a local folder, or ``tiny:<role>`` for the embedded random-weight models.
+    ``params`` are default keyword arguments of the pipeline call (steps, guidance, frames...).
+    ``refiner`` is an optional second pipeline that finishes the denoising (SDXL's base + refiner split).
+    """
+
+    pipeline: str
+    model: str
+    params: dict[str, Any] = field(default_factory=dict)
+    dtype: str | None = None  # None: the profile's dtype
+    device: str | None = None  # None: the profile's device
+    variant: str | None = None
+    offload: str = "none"
+    vae_tiling: bool = False
+    refiner: RoleConfig | None = None
+    refiner_split: float = 0.8
+    notes: str = ""
+
+
+@dataclass
+class Profile:
+    """A named set of role configs plus the output video's size and frame rate."""
+
+    name: str
+    roles: dict[str, RoleConfig]
+    width: int = 1024
+    height: int = 576
+    fps: int = 7
+    segments: int = 3
+    device: str = "auto"
+    dtype: str = "auto"
+    description: str = ""
+    source: str = ""
+
+    def role(self, name: str) -> RoleConfig:
+        if name not in self.roles:
+            raise InputError(f"profile {self.name!r} has no {name!r} role; it has: {', '.join(self.roles) or 'none'}")
+        return self.roles[name]
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def available_profiles() -> list[str]:
+    """Names of the profiles shipped in ``profiles/``."""
+    return sorted(p.stem for p in PROFILES_DIR.glob("*.yaml"))
+
+
+def _role_from_dict(profile: str, role: str, data: Any) -> RoleConfig:
+    where = f"profile {profile!r}, role {role!r}"
+    if not isinstance(data, dict):
+        raise InputError(f"{where}: expected a mapping with 'pipeline' and 'model'")
+    known = {f.name for f in dataclasses.fields(RoleConfig)}
+    unknown = set(data) - known
+    if unknown:
+        raise InputError(f"{where}: unknown keys {sorted(unknown)}; accepted: {sorted(known)}")
+    for key in ("pipeline", "model"):
+        if not isinstance(data.get(key), str) or not data[key]:
+            raise InputError(f"{where}: '{key}' must be a non-empty string")
+    data = dict(data)
+    if data.get("refiner") is not None:
+        data["refiner"] = _role_from_dict(profile, f"{role}.refiner", data["refiner"])
+    if not isinstance(data.get("params", {}), dict):
+        raise InputError(f"{where}: 'params' must be a mapping")
+    if data.get("dtype") not in (None, *DTYPES):
+        raise InputError(f"{where}: dtype {data['dtype']!r} is not one of {', '.join(DTYPES)}")
+    if data.get("offload", "none") not in OFFLOAD:
+        raise InputError(f"{where}: offload {data['offload']!r} is not one of {', '.join(OFFLOAD)}")
+    split = data.get("refiner_split", 0.8)
+    if not isinstance(split, (int, float)) or not 0 < split < 1:
+        raise InputError(f"{where}: refiner_split must be a number between 0 and 1, got {split!r}")
+    return RoleConfig(**data)
+
+
+def profile_from_dict(data: dict[str, Any], source: str = "") -> Profile:
+    """Validate a profile mapping (as read from YAML) and build a :class:`Profile`."""
+    if not isinstance(data, dict):
+        raise InputError(f"profile {source or '?'}: expected a YAML mapping at the top level")
+    name = str(data.get("name") or Path(source).stem or "custom")
+    known = {f.name for f in dataclasses.fields(Profile)}
+    unknown = set(data) - known
+    if unknown:
+        raise InputError(f"profile {name!r}: unknown keys {sorted(unknown)}; accepted: {sorted(known)}")
+    roles_data = data.get("roles")
+    if not isinstance(roles_data, dict) or not roles_data:
+        raise InputError(f"profile {name!r}: 'roles' must map role names ({', '.join(ROLES)}) to pipelines")
+    bad = set(roles_data) - set(ROLES)
+    if bad:
+        raise InputError(f"profile {name!r}: unknown roles {sorted(bad)}; accepted: {', '.join(ROLES)}")
+    roles = {role: _role_from_dict(name, role, cfg) for role, cfg in roles_data.items()}
+    fields = {k: v for k, v in data.items() if k not in ("roles", "name", "source")}
+    profile = Profile(name=name, roles=roles, source=source, **fields)
+    for dim in ("width", "height"):
+        value = getattr(profile, dim)
+        if not isinstance(value, int) or value < 16 or value > 8192 or value % 16:
+            raise InputError(f"profile {name!r}: {dim} must be a multiple of 16 between 16 and 8192, got {value!r}")
+    if not isinstance(profile.fps, int) or not 1 <= profile.fps <= 120:
+        raise InputError(f"profile {name!r}: fps must be a whole number from 1 to 120, got {profile.fps!r}")
+    if profile.dtype not in DTYPES:
+        raise InputError(f"profile {name!r}: dtype {profile.dtype!r} is not one of {', '.join(DTYPES)}")
+    return profile
+
+
+def load_profile(name_or_path: str | Path) -> Profile:
+    """Load a shipped profile by name (``tiny``, ``mora``, ``modern``) or a user's YAML file by path."""
+    text = str(name_or_path)
+    path = Path(text).expanduser()
+    if not (text.endswith((".yaml", ".yml")) or path.is_file()):
+        path = PROFILES_DIR / f"{text}.yaml"
+        if not path.is_file():
+            raise InputError(
+                f"unknown profile {text!r}; use one of {', '.join(available_profiles())} or a path to a YAML file"
+            )
+    if not path.is_file():
+        raise InputError(f"profile file {text} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
+        first = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise InputError(f"profile file {text} is not readable YAML: {first}") from None
+    return profile_from_dict(data, source=str(path))

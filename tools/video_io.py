@@ -1,0 +1,175 @@
+"""Video and image I/O on moviepy 2 and Pillow: read, write H.264 MP4, concatenate, first/last frame, fit to size.
+
+Frames are ``uint8`` arrays shaped ``(frames, height, width, 3)``.
+
+Example:
+    >>> import numpy as np
+    >>> from tools.video_io import fit_frame
+    >>> frame, note = fit_frame(np.zeros((1080, 1920, 3), np.uint8), 96, 64)
+    >>> frame.shape
+    (64, 96, 3)
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import uuid
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from tools.errors import InputError
+
+logger = logging.getLogger(__name__)
+
+MIN_SIDE = 16
+MAX_SIDE = 8192
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
+
+
+def _check_side(what: str, width: int, height: int) -> None:
+    if min(width, height) < MIN_SIDE or max(width, height) > MAX_SIDE:
+        raise InputError(
+            f"{what} is {width}x{height}; accepted sizes have each side between {MIN_SIDE} and {MAX_SIDE} px"
+        )
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """Read an image file as an RGB ``uint8`` array; a one-line :class:`InputError` if it is not a usable image."""
+    p = Path(path)
+    if not p.exists():
+        raise InputError(f"image {path} does not exist; pass a PNG, JPEG or WebP file")
+    if p.is_dir():
+        raise InputError(f"image {path} is a folder; pass a PNG, JPEG or WebP file")
+    try:
+        with Image.open(p) as im:
+            im.load()
+            _check_side(f"image {path}", *im.size)
+            return np.asarray(im.convert("RGB"))
+    except InputError:
+        raise
+    except PermissionError:
+        raise InputError(f"image {path} is not readable (permission denied)") from None
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError):
+        raise InputError(f"image {path} is not a readable image; pass a PNG, JPEG or WebP file") from None
+
+
+def read_video(path: str | Path, fps: float | None = None) -> tuple[np.ndarray, float]:
+    """Read a video's frames (resampled to ``fps`` when given) and its frame rate.
+
+    Raises :class:`InputError` for a missing, unreadable, corrupt or frameless file.
+    """
+    from moviepy import VideoFileClip
+
+    p = Path(path)
+    if not p.exists():
+        raise InputError(f"video {path} does not exist; pass an MP4, MOV, WebM or AVI file")
+    if p.is_dir():
+        raise InputError(f"video {path} is a folder; pass an MP4, MOV, WebM or AVI file")
+    if not os.access(p, os.R_OK):
+        raise InputError(f"video {path} is not readable (permission denied)")
+    try:
+        clip = VideoFileClip(str(p), audio=False)
+    except Exception:  # moviepy raises OSError, KeyError, IndexError... for non-video files
+        raise InputError(f"video {path} is not a readable video; pass an MP4, MOV, WebM or AVI file") from None
+    try:
+        src_fps = float(clip.fps or 0)
+        if not src_fps or not clip.duration or clip.duration <= 0:
+            raise InputError(f"video {path} has no frames; pass a video with at least one frame")
+        _check_side(f"video {path}", *clip.size)
+        target = float(fps) if fps else src_fps
+        try:
+            frames = [np.asarray(f, dtype=np.uint8)[..., :3] for f in clip.iter_frames(fps=target, dtype="uint8")]
+        except Exception:
+            raise InputError(f"video {path} is corrupt: its frames could not be decoded") from None
+        if not frames:
+            raise InputError(f"video {path} has no frames; pass a video with at least one frame")
+        return np.stack(frames), target
+    finally:
+        clip.close()
+
+
+def fit_frame(frame: np.ndarray, width: int, height: int) -> tuple[np.ndarray, str]:
+    """Scale ``frame`` to cover ``width`` x ``height`` keeping its aspect, then centre-crop. Returns (frame, note).
+
+    The note says what was done ("" if the frame already had that size), for the transcript.
+    """
+    h, w = frame.shape[:2]
+    if (w, h) == (width, height):
+        return frame, ""
+    scale = max(width / w, height / h)
+    sw, sh = max(width, round(w * scale)), max(height, round(h * scale))
+    resized = np.asarray(Image.fromarray(frame).resize((sw, sh), Image.Resampling.LANCZOS))
+    left, top = (sw - width) // 2, (sh - height) // 2
+    out = resized[top : top + height, left : left + width]
+    note = f"fitted {w}x{h} to {width}x{height}: scaled by {scale:.3g} keeping the aspect"
+    if sw != width or sh != height:
+        note += f", centre-cropped {sw - width} px across and {sh - height} px down"
+    return np.ascontiguousarray(out), note
+
+
+def first_frame(frames: np.ndarray) -> np.ndarray:
+    return frames[0]
+
+
+def last_frame(frames: np.ndarray) -> np.ndarray:
+    return frames[-1]
+
+
+def concatenate(clips: list[np.ndarray]) -> np.ndarray:
+    """Join frame arrays of the same size in time."""
+    shapes = {c.shape[1:] for c in clips}
+    if len(shapes) != 1:
+        raise ValueError(f"cannot concatenate clips of different frame sizes: {sorted(shapes)}")
+    return np.concatenate(clips, axis=0)
+
+
+def write_video(frames: np.ndarray, fps: float, path: str | Path) -> Path:
+    """Write frames as an H.264 MP4 (yuv420p, playable everywhere) atomically: a temp file, then a rename.
+
+    Width and height must be even (H.264 in yuv420p needs it); odd sizes raise ``ValueError``.
+    """
+    from moviepy import ImageSequenceClip
+
+    path = Path(path)
+    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
+        raise ValueError(f"expected uint8 frames shaped (T, H, W, 3), got {frames.dtype} {frames.shape}")
+    t, h, w, _ = frames.shape
+    if t == 0:
+        raise ValueError("cannot write a video with no frames")
+    if h % 2 or w % 2:
+        raise ValueError(f"H.264 needs even sizes, got {w}x{h}")
+    tmp = path.with_name(f".{path.stem}.{uuid.uuid4().hex[:8]}.tmp.mp4")
+    clip = ImageSequenceClip(list(frames), fps=fps)
+    try:
+        clip.write_videofile(
+            str(tmp),
+            codec="libx264",
+            audio=False,
+            preset="medium",
+            pixel_format="yuv420p",
+            ffmpeg_params=["-crf", "18"],
+            threads=1,
+            logger=None,
+        )
+        os.replace(tmp, path)
+    finally:
+        clip.close()
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+def write_image(image: np.ndarray, path: str | Path) -> Path:
+    """Write an RGB ``uint8`` array as PNG atomically."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.stem}.{uuid.uuid4().hex[:8]}.tmp.png")
+    try:
+        Image.fromarray(image).save(tmp, format="PNG")
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
