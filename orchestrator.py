@@ -34,10 +34,11 @@ from tools.context import ToolContext
 from tools.errors import InputError, ModelLoadError, OpenMoraError
 from tools.model_loader import PipelineLoader
 from tools.profiles import Profile, available_profiles, load_profile
-from tools.video_io import fit_frame, read_image, read_video
+from tools.video_io import fit_frame, read_image, read_video_info
 
 logger = logging.getLogger("openmora")
 LLM_CHOICES = ("none",)
+ROOT_DIR = Path(__file__).resolve().parent
 DEFAULT_RUNS_DIR = Path(os.environ.get("OPENMORA_RUNS", "runs"))
 
 
@@ -69,10 +70,9 @@ def _prepare_image(path: str, profile: Profile) -> _PreparedInput:
 
 
 def _prepare_video(path: str, profile: Profile) -> _PreparedInput:
-    frames, src_fps = read_video(path)
+    frames, src_fps, _ = read_video_info(path, fps=profile.fps)
     notes = []
     if abs(src_fps - profile.fps) > 1e-3:
-        frames, _ = read_video(path, fps=profile.fps)
         notes.append(f"resampled {src_fps:g} fps to the profile's {profile.fps} fps ({len(frames)} frames)")
     fitted = []
     note = ""
@@ -88,7 +88,9 @@ def _check_out_dir(out: Path) -> None:
     if out.exists() and not out.is_dir():
         raise InputError(f"--out {out} is a file; give a folder path (new, or empty)")
     if out.is_dir() and any(out.iterdir()):
-        raise InputError(f"--out {out} already holds files; give a new or empty folder so no earlier run is overwritten")
+        raise InputError(
+            f"--out {out} already holds files; give a new or empty folder so no earlier run is overwritten"
+        )
 
 
 class Orchestrator:
@@ -147,9 +149,11 @@ class Orchestrator:
         if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
             raise InputError(f"--seed must be a whole number >= 0, got {seed!r}")
         prepared: list[_PreparedInput] = []
+        decode_start = time.perf_counter()
         if image is not None:
             prepared.append(_prepare_image(str(image), self.profile))
         prepared += [_prepare_video(str(v), self.profile) for v in videos]
+        decode_seconds = time.perf_counter() - decode_start
         if out is None:
             stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
             out = self.runs_dir / f"{stamp}-{task}-{uuid.uuid4().hex[:4]}"
@@ -172,7 +176,9 @@ class Orchestrator:
         transcript = Transcript(out / "transcript.jsonl", on_event=self._emit)
         loader = PipelineLoader(self.profile, on_event=self._emit)
         ctx = ToolContext(store=store, loader=loader, profile=self.profile, seed=seed, on_event=self._emit)
-        transcript.record("run_start", agent="user", task=task, prompt=prompt or "", profile=self.profile.name, seed=seed)
+        transcript.record(
+            "run_start", agent="user", task=task, prompt=prompt or "", profile=self.profile.name, seed=seed
+        )
         try:
             inputs = TaskInputs(task=task, prompt=prompt or "", segments=segments)
             for p in prepared:
@@ -180,9 +186,13 @@ class Orchestrator:
                     art = store.add_image(p.pixels, tool="input", description=f"input image {Path(p.source).name}")
                     inputs.image = art.id
                 else:
-                    art = store.add_video(p.pixels, p.fps, tool="input", description=f"input video {Path(p.source).name}")
+                    art = store.add_video(
+                        p.pixels, p.fps, tool="input", description=f"input video {Path(p.source).name}"
+                    )
                     inputs.videos.append(art.id)
-                transcript.record("input", agent="user", tool="input", outputs=[art.id], source=p.source, result=art.summary())
+                transcript.record(
+                    "input", agent="user", tool="input", outputs=[art.id], source=p.source, result=art.summary()
+                )
                 for note in p.notes:
                     transcript.record("note", agent="orchestrator", inputs=[art.id], text=f"{art.id}: {note}")
             final_id = FixedPlanRunner(ctx, transcript).run(inputs)
@@ -201,11 +211,18 @@ class Orchestrator:
             "wall_s": wall,
             "load_s": loader.load_seconds,
             "generate_s": ctx.timings.get("generate", 0.0),
-            "encode_s": store.encode_seconds,
+            # Video I/O: encoding every clip, and decoding + fitting the inputs.
+            "encode_s": store.encode_seconds + decode_seconds,
         }
         timings["other_s"] = max(0.0, wall - timings["load_s"] - timings["generate_s"] - timings["encode_s"])
         transcript.record(
-            "run_end", agent="orchestrator", outputs=[final_id], seconds=wall, status="done", final="final.mp4", timings=timings
+            "run_end",
+            agent="orchestrator",
+            outputs=[final_id],
+            seconds=wall,
+            status="done",
+            final="final.mp4",
+            timings=timings,
         )
         store.update_meta(status="done", final=final_id, final_video="final.mp4", timings=timings)
         return RunResult(
@@ -244,7 +261,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--prompt", help="what to make, or for edit the instruction (required by text-to-video and edit)")
     run.add_argument("--image", help="input image (PNG/JPEG/WebP) for image-to-video or digital-world")
     run.add_argument(
-        "--video", action="append", default=[], help="input video; extend/edit/digital-world take one, connect takes two"
+        "--video",
+        action="append",
+        default=[],
+        help="input video; extend/edit/digital-world take one, connect takes two",
     )
     run.add_argument(
         "--profile",
@@ -252,9 +272,13 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"model profile: {', '.join(available_profiles())} or a YAML file (default: tiny, the embedded models)",
     )
     run.add_argument("--out", help="run folder to create (new or empty); default: runs/<time>-<task>-<id>")
-    run.add_argument("--seed", type=int, default=0, help="base random seed; same seed and inputs give the same frames (default 0)")
     run.add_argument(
-        "--segments", type=int, help="image-to-video segments chained on the last frame (default: the profile's, 1 for extend)"
+        "--seed", type=int, default=0, help="base random seed; same seed and inputs give the same frames (default 0)"
+    )
+    run.add_argument(
+        "--segments",
+        type=int,
+        help="image-to-video segments chained on the last frame (default: the profile's, 1 for extend)",
     )
     run.add_argument("--llm", default="none", help="planner LLM backend; 'none' runs the task's fixed plan (default)")
     return parser

@@ -66,7 +66,9 @@ def check_task_inputs(task: str, prompt: str | None, image: Any, videos: list | 
         raise InputError(f"unknown task {task!r}; use one of: {', '.join(TASKS)}")
     has_prompt = bool(prompt and prompt.strip())
     if prompt is not None and not has_prompt and task in ("text-to-video", "edit"):
-        raise InputError(f"--prompt is empty; {task} needs words describing {'the video' if task == 'text-to-video' else 'the edit'}")
+        raise InputError(
+            f"--prompt is empty; {task} needs words describing {'the video' if task == 'text-to-video' else 'the edit'}"
+        )
     needs = {
         "text-to-video": (True, 0, 0),
         "image-to-video": (False, 1, 0),
@@ -92,7 +94,9 @@ def check_task_inputs(task: str, prompt: str | None, image: Any, videos: list | 
             raise InputError(f"digital-world takes at most one --video, got {len(videos)}")
         if not has_prompt and image is None and not videos:
             raise InputError("digital-world needs --prompt TEXT, --image PATH or --video PATH")
-    if segments is not None and (isinstance(segments, bool) or not isinstance(segments, int) or not 1 <= segments <= MAX_SEGMENTS):
+    if segments is not None and (
+        isinstance(segments, bool) or not isinstance(segments, int) or not 1 <= segments <= MAX_SEGMENTS
+    ):
         raise InputError(f"--segments must be a whole number from 1 to {MAX_SEGMENTS}, got {segments!r}")
 
 
@@ -156,7 +160,9 @@ class FixedPlanRunner:
         return out
 
     def animate(self, image_id: str, prompt: str, segments: int) -> str:
-        clip = self.call("video_agent", "image_to_video", image_to_video, [image_id], image_id=image_id, prompt=prompt).main
+        clip = self.call(
+            "video_agent", "image_to_video", image_to_video, [image_id], image_id=image_id, prompt=prompt
+        ).main
         if segments > 1:
             clip = self.call(
                 "video_agent", "extend_video", extend_video, [clip], clip_id=clip, prompt=prompt, segments=segments - 1
@@ -167,19 +173,31 @@ class FixedPlanRunner:
         """Edit the first frame of a video, then regenerate at least the original's length of motion."""
         first = self.ctx.store.frames(video_id)[0]
         n_in = self.ctx.store.get(video_id).frames or 1
-        frame = self.ctx.store.add_image(first, tool="first_frame", parents=[video_id], description=f"first frame of {video_id}")
-        self.transcript.record("tool_call", agent="edit_agent", tool="first_frame", inputs=[video_id], outputs=[frame.id])
+        frame = self.ctx.store.add_image(
+            first, tool="first_frame", parents=[video_id], description=f"first frame of {video_id}"
+        )
+        self.transcript.record(
+            "tool_call", agent="edit_agent", tool="first_frame", inputs=[video_id], outputs=[frame.id]
+        )
         edited = self.call(
             "edit_agent", "edit_image", edit_image, [frame.id], image_id=frame.id, instruction=instruction
         ).main
-        clip = self.call("video_agent", "image_to_video", image_to_video, [edited], image_id=edited, prompt=instruction).main
+        clip = self.call(
+            "video_agent", "image_to_video", image_to_video, [edited], image_id=edited, prompt=instruction
+        ).main
         length = self.ctx.store.get(clip).frames or 1
         if segments is None:
             segments = 1 + (math.ceil((n_in - length) / max(1, length - 1)) if n_in > length else 0)
         segments = min(segments, MAX_SEGMENTS)
         if segments > 1:
             clip = self.call(
-                "video_agent", "extend_video", extend_video, [clip], clip_id=clip, prompt=instruction, segments=segments - 1
+                "video_agent",
+                "extend_video",
+                extend_video,
+                [clip],
+                clip_id=clip,
+                prompt=instruction,
+                segments=segments - 1,
             ).main
         return clip
 
@@ -208,7 +226,13 @@ class FixedPlanRunner:
         if task == "connect":
             a, b = inputs.videos
             return self.call(
-                "connection_agent", "connect_clips", connect_clips, [a, b], first_clip_id=a, second_clip_id=b, prompt=inputs.prompt
+                "connection_agent",
+                "connect_clips",
+                connect_clips,
+                [a, b],
+                first_clip_id=a,
+                second_clip_id=b,
+                prompt=inputs.prompt,
             ).main
         # digital-world with an input: restyle it toward the digital world, then animate.
         instruction = DIGITAL_WORLD_EDIT + (f"; {inputs.prompt.strip()}" if inputs.prompt.strip() else "")

@@ -16,7 +16,9 @@ from tools.errors import ToolArgumentError
 DIGITAL_WORLD_STYLE = (
     "in digital world style, like a Minecraft video game: blocky voxel world, pixel textures, game-engine lighting"
 )
-DIGITAL_WORLD_EDIT = "turn this into a digital world, like a Minecraft video game with blocky voxel shapes and pixel textures"
+DIGITAL_WORLD_EDIT = (
+    "turn this into a digital world, like a Minecraft video game with blocky voxel shapes and pixel textures"
+)
 _DETAIL = "highly detailed, cinematic lighting, sharp focus, natural colours, smooth camera motion"
 MAX_PROMPT_CHARS = 2000
 

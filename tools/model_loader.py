@@ -90,7 +90,9 @@ def _pipeline_class(name: str):
 
     cls = getattr(diffusers, name, None)
     if cls is None or not hasattr(cls, "from_pretrained"):
-        raise InputError(f"unknown pipeline class {name!r}; use a diffusers pipeline class name such as StableDiffusionPipeline")
+        raise InputError(
+            f"unknown pipeline class {name!r}; use a diffusers pipeline class name such as StableDiffusionPipeline"
+        )
     return cls
 
 
@@ -149,16 +151,16 @@ class PipelineLoader:
             return pipe
 
     def _load(self, role: str, cfg: RoleConfig, device: torch.device, dtype: torch.dtype, shared: dict) -> Any:
-        cls = _pipeline_class(cfg.pipeline)
         self._emit({"type": "load", "phase": "start", "role": role, "model": cfg.model})
         start = time.perf_counter()
+        cls = _pipeline_class(cfg.pipeline)  # diffusers imports pipeline modules lazily: count that as loading
         path = _model_path(cfg)
         kwargs: dict[str, Any] = {"dtype": dtype, **shared}
         if cfg.variant:
             kwargs["variant"] = cfg.variant
         try:
             pipe = cls.from_pretrained(path, **kwargs)
-        except (OSError, ValueError, EnvironmentError) as err:
+        except (OSError, ValueError) as err:
             first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             raise ModelLoadError(
                 f"could not load {cfg.pipeline} from {cfg.model!r} for role {role!r}: {first} "

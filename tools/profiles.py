@@ -23,7 +23,9 @@ from tools.errors import InputError
 PROFILES_DIR = Path(__file__).resolve().parent.parent / "profiles"
 ROLES = ("text_to_image", "edit_image", "image_to_video", "connect_frames")
 DTYPES = ("auto", "float32", "float16", "bfloat16")
-OFFLOAD = ("none", "model", "sequential")
+OFFLOAD = ("none", "auto", "model", "group", "sequential")
+# Output-preserving speed options the loader can apply to a pipeline (bench/SPEED_NOTES.md measures each).
+SPEEDUPS = ("channels_last", "compile", "cudnn_attention", "fused_qkv", "vae_compile")
 
 
 @dataclass
@@ -46,6 +48,10 @@ class RoleConfig:
     refiner: RoleConfig | None = None
     refiner_split: float = 0.8
     notes: str = ""
+    # Memory manager: GPU memory the pipeline needs beyond its weights while it runs (activations, VAE decode).
+    # None: a per-class default from tools.memory_manager.
+    reserve_gb: float | None = None
+    speedups: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -62,6 +68,8 @@ class Profile:
     dtype: str = "auto"
     description: str = ""
     source: str = ""
+    # GPU memory the resident pipelines may use, per device; None: the card's memory less a safety margin.
+    vram_budget_gb: float | None = None
 
     def role(self, name: str) -> RoleConfig:
         if name not in self.roles:
@@ -97,6 +105,12 @@ def _role_from_dict(profile: str, role: str, data: Any) -> RoleConfig:
         raise InputError(f"{where}: dtype {data['dtype']!r} is not one of {', '.join(DTYPES)}")
     if data.get("offload", "none") not in OFFLOAD:
         raise InputError(f"{where}: offload {data['offload']!r} is not one of {', '.join(OFFLOAD)}")
+    reserve = data.get("reserve_gb")
+    if reserve is not None and (isinstance(reserve, bool) or not isinstance(reserve, (int, float)) or reserve < 0):
+        raise InputError(f"{where}: reserve_gb must be a number of GB >= 0, got {reserve!r}")
+    speedups = data.get("speedups", [])
+    if not isinstance(speedups, list) or any(s not in SPEEDUPS for s in speedups):
+        raise InputError(f"{where}: speedups must be a list drawn from {', '.join(SPEEDUPS)}, got {speedups!r}")
     split = data.get("refiner_split", 0.8)
     if not isinstance(split, (int, float)) or not 0 < split < 1:
         raise InputError(f"{where}: refiner_split must be a number between 0 and 1, got {split!r}")
@@ -127,6 +141,9 @@ def profile_from_dict(data: dict[str, Any], source: str = "") -> Profile:
             raise InputError(f"profile {name!r}: {dim} must be a multiple of 16 between 16 and 8192, got {value!r}")
     if not isinstance(profile.fps, int) or not 1 <= profile.fps <= 120:
         raise InputError(f"profile {name!r}: fps must be a whole number from 1 to 120, got {profile.fps!r}")
+    budget = profile.vram_budget_gb
+    if budget is not None and (isinstance(budget, bool) or not isinstance(budget, (int, float)) or budget <= 0):
+        raise InputError(f"profile {name!r}: vram_budget_gb must be a number of GB > 0, got {budget!r}")
     if profile.dtype not in DTYPES:
         raise InputError(f"profile {name!r}: dtype {profile.dtype!r} is not one of {', '.join(DTYPES)}")
     return profile

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import os
 import uuid
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -61,6 +62,12 @@ def read_video(path: str | Path, fps: float | None = None) -> tuple[np.ndarray, 
 
     Raises :class:`InputError` for a missing, unreadable, corrupt or frameless file.
     """
+    frames, _src_fps, out_fps = read_video_info(path, fps)
+    return frames, out_fps
+
+
+def read_video_info(path: str | Path, fps: float | None = None) -> tuple[np.ndarray, float, float]:
+    """Like :func:`read_video`, returning ``(frames, source_fps, fps_of_frames)``: one decode, any resampling."""
     from moviepy import VideoFileClip
 
     p = Path(path)
@@ -70,9 +77,19 @@ def read_video(path: str | Path, fps: float | None = None) -> tuple[np.ndarray, 
         raise InputError(f"video {path} is a folder; pass an MP4, MOV, WebM or AVI file")
     if not os.access(p, os.R_OK):
         raise InputError(f"video {path} is not readable (permission denied)")
+    from moviepy.video.io.ffmpeg_reader import ffmpeg_parse_infos
+
     try:
-        clip = VideoFileClip(str(p), audio=False)
+        infos = ffmpeg_parse_infos(str(p))
     except Exception:  # moviepy raises OSError, KeyError, IndexError... for non-video files
+        raise InputError(f"video {path} is not a readable video; pass an MP4, MOV, WebM or AVI file") from None
+    if not infos.get("video_found"):
+        raise InputError(f"video {path} has no video frames; pass a video with at least one frame")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            clip = VideoFileClip(str(p), audio=False)
+    except Exception:
         raise InputError(f"video {path} is not a readable video; pass an MP4, MOV, WebM or AVI file") from None
     try:
         src_fps = float(clip.fps or 0)
@@ -80,13 +97,29 @@ def read_video(path: str | Path, fps: float | None = None) -> tuple[np.ndarray, 
             raise InputError(f"video {path} has no frames; pass a video with at least one frame")
         _check_side(f"video {path}", *clip.size)
         target = float(fps) if fps else src_fps
+        width, height = clip.size
         try:
-            frames = [np.asarray(f, dtype=np.uint8)[..., :3] for f in clip.iter_frames(fps=target, dtype="uint8")]
+            # moviepy's reader counts frames as int(duration * fps) with the duration rounded to 10 ms, which misses
+            # the last frame of many clips (22 frames at 7 fps read as 21): decode them all with its ffmpeg instead.
+            import imageio_ffmpeg
+
+            reader = imageio_ffmpeg.read_frames(str(p), pix_fmt="rgb24")
+            meta = next(reader)
+            width, height = meta["size"]
+            source = [np.frombuffer(raw, np.uint8).reshape(height, width, 3) for raw in reader]
         except Exception:
             raise InputError(f"video {path} is corrupt: its frames could not be decoded") from None
+        n_src = len(source)
+        if fps and source:
+            # Resample by time: for each output instant take the source frame being shown then.
+            n_out = max(1, int(np.ceil(n_src * target / src_fps - 1e-6)))
+            index = np.minimum((np.arange(n_out) * src_fps / target + 1e-6).astype(int), n_src - 1)
+            frames = [source[i] for i in index]
+        else:
+            frames = source
         if not frames:
             raise InputError(f"video {path} has no frames; pass a video with at least one frame")
-        return np.stack(frames), target
+        return np.stack(frames), src_fps, target
     finally:
         clip.close()
 
@@ -131,7 +164,7 @@ def write_video(frames: np.ndarray, fps: float, path: str | Path) -> Path:
 
     Width and height must be even (H.264 in yuv420p needs it); odd sizes raise ``ValueError``.
     """
-    from moviepy import ImageSequenceClip
+    from moviepy.video.io.ffmpeg_writer import FFMPEG_VideoWriter
 
     path = Path(path)
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
@@ -142,21 +175,23 @@ def write_video(frames: np.ndarray, fps: float, path: str | Path) -> Path:
     if h % 2 or w % 2:
         raise ValueError(f"H.264 needs even sizes, got {w}x{h}")
     tmp = path.with_name(f".{path.stem}.{uuid.uuid4().hex[:8]}.tmp.mp4")
-    clip = ImageSequenceClip(list(frames), fps=fps)
+    # moviepy's writer fed frame by frame: ImageSequenceClip.write_videofile derives the frame count from a float
+    # duration and can drop the last frame (22 frames at 7 fps came out as 21).
     try:
-        clip.write_videofile(
+        with FFMPEG_VideoWriter(
             str(tmp),
+            size=(w, h),
+            fps=fps,
             codec="libx264",
-            audio=False,
             preset="medium",
-            pixel_format="yuv420p",
-            ffmpeg_params=["-crf", "18"],
             threads=1,
-            logger=None,
-        )
+            ffmpeg_params=["-crf", "18"],
+            pixel_format="yuv420p",
+        ) as writer:
+            for frame in frames:
+                writer.write_frame(frame)
         os.replace(tmp, path)
     finally:
-        clip.close()
         if tmp.exists():
             tmp.unlink()
     return path

@@ -1,0 +1,62 @@
+"""Fast tier: CPU, offline, one torch thread, the embedded tiny pipelines built once per test session."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+# One thread: two threads on two busy cores were 10-50x slower. Offline: nothing may download.
+os.environ["OPENMORA_TORCH_THREADS"] = "1"
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import torch  # noqa: E402
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _tiny_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Tiny models go to a cache of this test session unless OPENMORA_TEST_CACHE names a shared one."""
+    shared = os.environ.get("OPENMORA_TEST_CACHE")
+    cache = Path(shared) if shared else tmp_path_factory.mktemp("openmora-cache")
+    os.environ["OPENMORA_CACHE"] = str(cache)
+    return cache
+
+
+def make_video(
+    path: Path, frames: int = 10, width: int = 160, height: int = 120, fps: float = 30.0, seed: int = 0
+) -> Path:
+    """Write a small synthetic MP4 whose frames differ (a moving gradient plus noise)."""
+    from tools.video_io import write_video
+
+    rng = np.random.default_rng(seed)
+    base = rng.integers(0, 255, (height, width, 3), dtype=np.uint8)
+    clip = np.stack([np.roll(base, 4 * i, axis=1) for i in range(frames)])
+    return write_video(clip, fps, path)
+
+
+def make_image(path: Path, width: int = 200, height: int = 150, seed: int = 0) -> Path:
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    Image.fromarray(rng.integers(0, 255, (height, width, 3), dtype=np.uint8)).save(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def media(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Input files every test may read (never write)."""
+    d = tmp_path_factory.mktemp("media")
+    return {
+        "image": make_image(d / "photo.png"),
+        "video_a": make_video(d / "a.mp4", frames=10, seed=1),
+        "video_b": make_video(d / "b.mp4", frames=12, width=128, height=128, fps=24.0, seed=2),
+    }
