@@ -13,13 +13,15 @@ Command line:
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
+import math
 import os
 import shutil
 import sys
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -27,7 +29,11 @@ from typing import Any
 
 import numpy as np
 
-from group_chat.plans import TASK_HELP, TASKS, FixedPlanRunner, TaskInputs, check_task_inputs
+from group_chat.executor import STATE_FILE, PlanExecutor
+from group_chat.llm_backends import check_llm_spec, make_llm_client
+from group_chat.plan_state import PlanState, guess_intent
+from group_chat.plans import TASK_HELP, TASKS, check_task_inputs
+from group_chat.session import DEFAULT_MAX_TURNS, GroupChatSession, RunIncomplete
 from group_chat.transcript import Transcript
 from tools.artifacts import Artifact, ArtifactStore
 from tools.context import ToolContext
@@ -37,7 +43,6 @@ from tools.profiles import Profile, available_profiles, load_profile
 from tools.video_io import fit_frame, read_image, read_video_info
 
 logger = logging.getLogger("openmora")
-LLM_CHOICES = ("none",)
 ROOT_DIR = Path(__file__).resolve().parent
 DEFAULT_RUNS_DIR = Path(os.environ.get("OPENMORA_RUNS", "runs"))
 
@@ -94,13 +99,14 @@ def _check_out_dir(out: Path) -> None:
 
 
 class Orchestrator:
-    """Builds and runs OpenMora tasks.
+    """Builds and runs OpenMora tasks: the fixed plan (``llm="none"``) or the agents' group chat.
 
     Args:
         profile: a profile name (``tiny``, ``mora``, ``modern``), a YAML path, or a :class:`Profile`.
-        llm: the planner LLM backend; ``none`` runs the task's fixed plan.
+        llm: the planner/agents' LLM: ``none`` (fixed plan), ``local``, ``local-small``, ``openai``, ``replay:FILE``.
         runs_dir: where run folders go when ``run(out=...)`` is not given.
-        on_event: called with every event (transcript lines, model loading, denoising progress, encoding).
+        on_event: called with every event (transcript lines, model loading, denoising progress, encoding, chat).
+        max_turns: the group chat's turn limit per request.
 
     Example:
         >>> orch = Orchestrator(profile="tiny")
@@ -115,19 +121,33 @@ class Orchestrator:
         llm: str = "none",
         runs_dir: str | Path | None = None,
         on_event: Callable[[dict], None] | None = None,
+        max_turns: int = DEFAULT_MAX_TURNS,
     ) -> None:
         self.profile = profile if isinstance(profile, Profile) else load_profile(profile)
-        if llm not in LLM_CHOICES:
-            raise InputError(f"unknown --llm {llm!r}; use one of: {', '.join(LLM_CHOICES)}")
-        self.llm = llm
+        self.llm = check_llm_spec(llm)
         self.runs_dir = Path(runs_dir) if runs_dir else DEFAULT_RUNS_DIR
         self.on_event = on_event
+        self.max_turns = max_turns
+        self._client: Any = None
 
-    def _emit(self, event: dict) -> None:
-        if self.on_event:
-            self.on_event(event)
+    def client(self) -> Any:
+        """The LLM client, built once (``None`` for ``llm="none"``)."""
+        if self._client is None and self.llm != "none":
+            self._client = make_llm_client(self.llm)
+        return self._client
 
-    def run(
+    def run(self, task: str, **kwargs: Any) -> RunResult:
+        """Run one task to its final video (blocking). In a running event loop (Jupyter), ``await arun(...)``.
+
+        Keyword args: ``prompt``, ``image``, ``videos``, ``seed``, ``segments``, ``out`` (see :meth:`arun`).
+        """
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return asyncio.run(self.arun(task, **kwargs))
+        raise RuntimeError("Orchestrator.run() was called inside a running event loop; use `await orch.arun(...)`")
+
+    async def arun(
         self,
         task: str,
         *,
@@ -143,7 +163,97 @@ class Orchestrator:
         Inputs are checked before anything is written: bad input raises :class:`InputError` and leaves ``out``
         untouched. Images and videos of any ordinary size are fitted to the profile's size (the transcript says how).
         """
+        session = ChatSession(self)
+        return await session.start(task, prompt=prompt, image=image, videos=videos, seed=seed, segments=segments, out=out)
+
+    async def run_stream(self, task: str, **kwargs: Any) -> AsyncIterator[dict]:
+        """Run a task and yield every event as it happens; the last one is ``{"type": "result", "result": RunResult}``.
+
+        Example:
+            >>> async def show():
+            ...     async for event in Orchestrator().run_stream("text-to-video", prompt="a fox"):
+            ...         print(event["type"])  # doctest: +SKIP
+        """
+        queue: asyncio.Queue = asyncio.Queue()
+        loop = asyncio.get_running_loop()
+        user_callback = self.on_event
+
+        def push(event: dict) -> None:
+            if user_callback:
+                user_callback(event)
+            loop.call_soon_threadsafe(queue.put_nowait, event)
+
+        self.on_event = push
+        job = asyncio.ensure_future(self.arun(task, **kwargs))
+        try:
+            while not (job.done() and queue.empty()):
+                getter = asyncio.ensure_future(queue.get())
+                done, _ = await asyncio.wait({getter, job}, return_when=asyncio.FIRST_COMPLETED)
+                if getter in done:
+                    yield getter.result()
+                else:
+                    getter.cancel()
+            yield {"type": "result", "result": job.result()}
+        finally:
+            self.on_event = user_callback
+            if not job.done():
+                job.cancel()
+
+    def chat_session(self) -> ChatSession:
+        """A conversation: ``await s.start(task, ...)``, then ``await s.revise("make it darker")`` as often as wanted."""
+        return ChatSession(self)
+
+
+class ChatSession:
+    """One run folder and the conversation about it: the first request, then revisions, resumable.
+
+    Only what a revision touches re-runs: extending reuses every clip, an edit reuses the first image's layout,
+    a new animation reuses the image. Every result is recorded; ``final.mp4`` is always the latest.
+    """
+
+    def __init__(self, orchestrator: Orchestrator) -> None:
+        self.orch = orchestrator
+        self.store: ArtifactStore | None = None
+        self.transcript: Transcript | None = None
+        self.ctx: ToolContext | None = None
+        self.state: PlanState | None = None
+        self.group: GroupChatSession | None = None
+        self.result: RunResult | None = None
+        self._wall = 0.0
+
+    @property
+    def run_dir(self) -> Path | None:
+        return self.store.run_dir if self.store else None
+
+    def _emit(self, event: dict) -> None:
+        if self.orch.on_event:
+            self.orch.on_event(event)
+
+    def _open(self, out: Path, meta: dict | None) -> None:
+        profile = self.orch.profile
+        self.store = ArtifactStore(out, meta=meta)
+        self.store.on_event = self._emit
+        self.transcript = Transcript(out / "transcript.jsonl", on_event=self._emit)
+        loader = PipelineLoader(profile, on_event=self._emit)
+        seed = int(self.store.meta.get("seed", 0))
+        self.ctx = ToolContext(store=self.store, loader=loader, profile=profile, seed=seed, on_event=self._emit)
+        # Tool calls after a resume must not reuse the seeds of calls already made.
+        self.ctx._calls = sum(1 for a in self.store.artifacts() if a.seed is not None)
+
+    async def start(
+        self,
+        task: str,
+        *,
+        prompt: str | None = None,
+        image: str | Path | None = None,
+        videos: Sequence[str | Path] = (),
+        seed: int = 0,
+        segments: int | None = None,
+        out: str | Path | None = None,
+    ) -> RunResult:
+        """Validate, create the run folder, import the inputs and run the first request."""
         wall_start = time.perf_counter()
+        profile = self.orch.profile
         videos = list(videos)
         check_task_inputs(task, prompt, image, videos, segments)
         if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
@@ -151,88 +261,192 @@ class Orchestrator:
         prepared: list[_PreparedInput] = []
         decode_start = time.perf_counter()
         if image is not None:
-            prepared.append(_prepare_image(str(image), self.profile))
-        prepared += [_prepare_video(str(v), self.profile) for v in videos]
+            prepared.append(_prepare_image(str(image), profile))
+        prepared += [_prepare_video(str(v), profile) for v in videos]
         decode_seconds = time.perf_counter() - decode_start
         if out is None:
             stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-            out = self.runs_dir / f"{stamp}-{task}-{uuid.uuid4().hex[:4]}"
+            out = self.orch.runs_dir / f"{stamp}-{task}-{uuid.uuid4().hex[:4]}"
         out = Path(out)
         _check_out_dir(out)
+        client = self.orch.client()  # an LLM that cannot start fails here, before the run folder exists
 
         meta = {
             "task": task,
             "prompt": prompt or "",
-            "profile": self.profile.name,
-            "llm": self.llm,
+            "profile": profile.name,
+            "llm": self.orch.llm,
             "seed": seed,
             "segments": segments,
             "inputs": [p.source for p in prepared],
             "status": "running",
             "started": datetime.now().astimezone().isoformat(timespec="seconds"),
         }
-        store = ArtifactStore(out, meta=meta)
-        store.on_event = self._emit
-        transcript = Transcript(out / "transcript.jsonl", on_event=self._emit)
-        loader = PipelineLoader(self.profile, on_event=self._emit)
-        ctx = ToolContext(store=store, loader=loader, profile=self.profile, seed=seed, on_event=self._emit)
-        transcript.record(
-            "run_start", agent="user", task=task, prompt=prompt or "", profile=self.profile.name, seed=seed
-        )
-        try:
-            inputs = TaskInputs(task=task, prompt=prompt or "", segments=segments)
+        self._open(out, meta)
+        store, transcript = self.store, self.transcript
+        transcript.record("run_start", agent="user", task=task, prompt=prompt or "", profile=profile.name, seed=seed, llm=self.orch.llm)
+        with self._status_on_failure():
+            image_id, clip_ids = None, []
             for p in prepared:
                 if p.kind == "image":
                     art = store.add_image(p.pixels, tool="input", description=f"input image {Path(p.source).name}")
-                    inputs.image = art.id
+                    image_id = art.id
                 else:
-                    art = store.add_video(
-                        p.pixels, p.fps, tool="input", description=f"input video {Path(p.source).name}"
-                    )
-                    inputs.videos.append(art.id)
-                transcript.record(
-                    "input", agent="user", tool="input", outputs=[art.id], source=p.source, result=art.summary()
-                )
+                    art = store.add_video(p.pixels, p.fps, tool="input", description=f"input video {Path(p.source).name}")
+                    clip_ids.append(art.id)
+                transcript.record("input", agent="user", tool="input", outputs=[art.id], source=p.source, result=art.summary())
                 for note in p.notes:
                     transcript.record("note", agent="orchestrator", inputs=[art.id], text=f"{art.id}: {note}")
-            final_id = FixedPlanRunner(ctx, transcript).run(inputs)
-            final = out / "final.mp4"
-            tmp = out / ".final.mp4.tmp"
-            shutil.copyfile(store.path(final_id), tmp)
-            os.replace(tmp, final)
-        except BaseException as err:
-            status = "interrupted" if isinstance(err, KeyboardInterrupt) else "failed"
-            message = str(err).splitlines()[0] if str(err) else type(err).__name__
-            transcript.record("run_end", agent="orchestrator", status=status, error=message)
-            store.update_meta(status=status, error=message)
-            raise
-        wall = time.perf_counter() - wall_start
+            n_segments = segments
+            if task in ("edit", "digital-world") and clip_ids:
+                # Edit (and restyle) the first frame, then regenerate at least the original's length of motion.
+                first = store.add_image(
+                    store.frames(clip_ids[0])[0], tool="first_frame", parents=[clip_ids[0]], description=f"first frame of {clip_ids[0]}"
+                )
+                transcript.record("tool_call", agent="edit_agent", tool="first_frame", inputs=[clip_ids[0]], outputs=[first.id], result=first.summary())
+                image_id = first.id
+                if n_segments is None:
+                    n_segments = _segments_to_cover(store.get(clip_ids[0]).frames or 1, profile)
+            if n_segments is None:
+                n_segments = profile.segments if task in ("text-to-video", "digital-world") and image_id is None else 1
+            self.state = PlanState.for_task(task, prompt=prompt or "", segments=n_segments, image_id=image_id, clip_ids=clip_ids)
+            if task == "extend":
+                self.state.steps[0].args = {"segments": n_segments, "prompt": prompt or ""}
+            self.state.save(out / STATE_FILE)
+            request = _request_text(task, prompt, image_id, clip_ids, store)
+            await self._execute(client, request)
+        self._wall += time.perf_counter() - wall_start
+        return self._finish(decode_seconds)
+
+    async def _execute(self, client: Any, request: str | None) -> None:
+        if client is None:
+            await asyncio.to_thread(PlanExecutor(self.ctx, self.transcript, self.state).run_all)
+            return
+        if self.group is None:
+            self.group = GroupChatSession(
+                self.ctx, self.transcript, client, self.state, max_turns=self.orch.max_turns, on_event=self._emit
+            )
+        await self.group.run(request)
+
+    async def revise(self, text: str) -> RunResult:
+        """Apply a revision ("make it darker", "extend it by two seconds"); only what depends on it re-runs."""
+        if self.state is None or self.state.final_id is None:
+            raise InputError("nothing to revise yet: make a video first")
+        if not text or not text.strip():
+            raise InputError("the revision is empty; say what to change")
+        wall_start = time.perf_counter()
+        self.transcript.record("message", agent="user", text=text, request=self.state.request + 1)
+        client = self.orch.client()
+        with self._status_on_failure():
+            if client is None:
+                intent = guess_intent(text, self.state.intents())
+                self.transcript.record(
+                    "planner", agent="planner", decision="revision", candidates=self.state.intents(), raw_choice=None,
+                    valid=True, fallback_used=False, chosen=intent, reason="no LLM: keyword reading",
+                )
+            else:
+                if self.group is None:
+                    self.group = GroupChatSession(
+                        self.ctx, self.transcript, client, self.state, max_turns=self.orch.max_turns, on_event=self._emit
+                    )
+                intent = await self.group.choose_intent(text)
+            frames = int(self.orch.profile.role("image_to_video").params.get("num_frames", 25))
+            steps = self.state.begin_revision(intent, text, self.orch.profile.fps, frames)
+            self.transcript.record(
+                "note", agent="planner", text=f"revision '{intent}': re-running {', '.join(s.tool for s in steps)}; earlier artifacts are reused",
+            )
+            self.state.save(self.store.run_dir / STATE_FILE)
+            self.store.update_meta(status="running")
+            await self._execute(client, f"Revision: {text}")
+        self._wall += time.perf_counter() - wall_start
+        return self._finish(0.0)
+
+    @classmethod
+    async def resume(cls, orchestrator: Orchestrator, run_dir: str | Path) -> ChatSession:
+        """Reopen a run folder; finish an interrupted request. Then ``revise`` as usual."""
+        run_dir = Path(run_dir)
+        if not (run_dir / "manifest.json").is_file() or not (run_dir / STATE_FILE).is_file():
+            raise InputError(f"{run_dir} is not a resumable run folder (it needs manifest.json and {STATE_FILE})")
+        self = cls(orchestrator)
+        self._open(run_dir, None)
+        self.state = PlanState.load(run_dir / STATE_FILE)
+        self.transcript.record("run_resume", agent="user", pending=[s.tool for s in self.state.pending()])
+        client = orchestrator.client()
+        if client is not None:
+            self.group = GroupChatSession(self.ctx, self.transcript, client, self.state, max_turns=orchestrator.max_turns, on_event=self._emit)
+            await self.group.load_team()
+        if not self.state.complete:
+            wall_start = time.perf_counter()
+            with self._status_on_failure():
+                self.store.update_meta(status="running")
+                await self._execute(client, "Continue the plan: the previous session was interrupted.")
+            self._wall += time.perf_counter() - wall_start
+        if self.state.final_id:
+            self._finish(0.0)
+        return self
+
+    def _status_on_failure(self) -> Any:
+        session = self
+
+        class _Guard:
+            def __enter__(self) -> None:
+                return None
+
+            def __exit__(self, kind: Any, err: BaseException | None, tb: Any) -> bool:
+                if err is not None:
+                    status = "interrupted" if isinstance(err, KeyboardInterrupt | asyncio.CancelledError) else "failed"
+                    message = str(err).splitlines()[0] if str(err) else type(err).__name__
+                    session.transcript.record("run_end", agent="orchestrator", status=status, error=message)
+                    session.store.update_meta(status=status, error=message)
+                return False
+
+        return _Guard()
+
+    def _finish(self, decode_seconds: float) -> RunResult:
+        store, final_id = self.store, self.state.final_id
+        out = store.run_dir
+        final = out / "final.mp4"
+        tmp = out / f".final.{uuid.uuid4().hex[:8]}.tmp.mp4"
+        shutil.copyfile(store.path(final_id), tmp)
+        os.replace(tmp, final)
+        loader = self.ctx.loader
         timings = {
-            "wall_s": wall,
+            "wall_s": self._wall,
             "load_s": loader.load_seconds,
-            "generate_s": ctx.timings.get("generate", 0.0),
+            "generate_s": self.ctx.timings.get("generate", 0.0),
             # Video I/O: encoding every clip, and decoding + fitting the inputs.
             "encode_s": store.encode_seconds + decode_seconds,
         }
-        timings["other_s"] = max(0.0, wall - timings["load_s"] - timings["generate_s"] - timings["encode_s"])
-        transcript.record(
-            "run_end",
-            agent="orchestrator",
-            outputs=[final_id],
-            seconds=wall,
-            status="done",
-            final="final.mp4",
-            timings=timings,
+        timings["other_s"] = max(0.0, timings["wall_s"] - timings["load_s"] - timings["generate_s"] - timings["encode_s"])
+        self.transcript.record(
+            "run_end", agent="orchestrator", outputs=[final_id], seconds=self._wall, status="done", final="final.mp4", timings=timings
         )
-        store.update_meta(status="done", final=final_id, final_video="final.mp4", timings=timings)
-        return RunResult(
+        store.update_meta(status="done", final=final_id, final_video="final.mp4", timings=timings, error=None)
+        self.result = RunResult(
             run_dir=out,
-            final_video=out / "final.mp4",
+            final_video=final,
             final_id=final_id,
             artifacts=store.artifacts(),
             transcript=out / "transcript.jsonl",
             timings=timings,
         )
+        return self.result
+
+
+def _segments_to_cover(n_frames: int, profile: Profile) -> int:
+    per = int(profile.role("image_to_video").params.get("num_frames", 25))
+    if n_frames <= per:
+        return 1
+    return min(12, 1 + math.ceil((n_frames - per) / max(1, per - 1)))
+
+
+def _request_text(task: str, prompt: str | None, image_id: str | None, clip_ids: list[str], store: ArtifactStore) -> str:
+    parts = [f"Task: {task}.", f"Request: {prompt.strip()}." if prompt and prompt.strip() else ""]
+    if image_id:
+        parts.append(f"Image: {store.get(image_id).summary()}.")
+    for cid in clip_ids:
+        parts.append(f"Clip: {store.get(cid).summary()}.")
+    return " ".join(p for p in parts if p)
 
 
 # ----- command line -----------------------------------------------------------------------------------------------
@@ -280,7 +494,30 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         help="image-to-video segments chained on the last frame (default: the profile's, 1 for extend)",
     )
-    run.add_argument("--llm", default="none", help="planner LLM backend; 'none' runs the task's fixed plan (default)")
+    run.add_argument(
+        "--llm",
+        default=os.environ.get("OPENMORA_LLM", "none"),
+        help="the planner and agents' LLM: none (the task's fixed plan, default), local (embedded Qwen2.5-Coder-1.5B), "
+        "local-small (0.5B), openai (OPENMORA_OPENAI_MODEL, OPENAI_API_KEY, OPENMORA_OPENAI_BASE_URL), replay:FILE",
+    )
+    run.add_argument("--max-turns", type=int, default=DEFAULT_MAX_TURNS, help="group chat turn limit (default %(default)s)")
+    chat = sub.add_parser(
+        "chat",
+        help="talk with the team: a request, then revisions ('darker', 'extend it by two seconds')",
+        description="Interactive session. Type a request; when the video is made, type revisions: only what depends on "
+        "the change re-runs. Commands: /image PATH and /video PATH attach inputs before the first request, /status "
+        "lists the artifacts, /quit ends. Ctrl-C leaves a consistent run folder: continue it with --resume RUN_DIR.",
+    )
+    chat.add_argument("--llm", default=os.environ.get("OPENMORA_LLM", "local"), help="as for run (default: local, the embedded LLM)")
+    chat.add_argument("--profile", default="tiny", help="model profile (default: tiny)")
+    chat.add_argument("--out", help="run folder to create (new or empty)")
+    chat.add_argument("--resume", metavar="RUN_DIR", help="continue an earlier chat's run folder")
+    chat.add_argument("--task", choices=TASKS, metavar="TASK", help="the first request's task (default: inferred)")
+    chat.add_argument("--image", help="input image for the first request")
+    chat.add_argument("--video", action="append", default=[], help="input video(s) for the first request")
+    chat.add_argument("--seed", type=int, default=0, help="base random seed (default 0)")
+    chat.add_argument("--segments", type=int, help="image-to-video segments for the first request")
+    chat.add_argument("--max-turns", type=int, default=DEFAULT_MAX_TURNS, help="group chat turn limit per request")
     return parser
 
 
@@ -344,7 +581,14 @@ class _CliProgress:
                 self._done(key)
         elif kind == "transcript":
             e = event["event"]
-            if e["type"] == "tool_call":
+            if e["type"] == "message":
+                self.console.print(f"[{e['step']}] {e['agent']}: {e.get('text', '')}")
+            elif e["type"] == "planner":
+                how = "plan fallback" if e.get("fallback_used") else ("LLM" if e.get("raw_choice") is not None else "plan")
+                self.console.print(f"[{e['step']}] planner -> {e['chosen']} ({how}; candidates {', '.join(e['candidates'])})", style="cyan")
+            elif e["type"] == "tool_call" and e.get("error"):
+                self.console.print(f"[{e['step']}] {e['agent']}: {e['tool']} failed: {e['error']}", style="red")
+            elif e["type"] == "tool_call":
                 arrow = f"{', '.join(e['inputs']) or '-'} -> {', '.join(e['outputs']) or '-'}"
                 self.console.print(f"[{e['step']}] {e['agent']}: {e['tool']} {arrow} ({e['seconds']:.1f}s)")
                 if e.get("result"):
@@ -357,6 +601,9 @@ def _configure_logging(verbosity: int) -> None:
     level = logging.WARNING if verbosity == 0 else logging.INFO if verbosity == 1 else logging.DEBUG
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    # AutoGen warns on every token count of a tool call; our transcript already says what happened.
+    logging.getLogger("autogen_core").setLevel(max(level, logging.ERROR))
+    logging.getLogger("autogen_core.events").setLevel(max(level, logging.ERROR))
     try:
         import diffusers
         import transformers
@@ -369,6 +616,65 @@ def _configure_logging(verbosity: int) -> None:
         pass
 
 
+def _infer_task(text: str, image: str | None, videos: list[str]) -> str:
+    t = text.lower()
+    if image:
+        return "digital-world" if "digital world" in t or "minecraft" in t else "image-to-video"
+    if len(videos) >= 2:
+        return "connect"
+    if len(videos) == 1:
+        return "extend" if any(w in t for w in ("extend", "continue", "longer")) else "edit"
+    return "digital-world" if "digital world" in t or "minecraft" in t else "text-to-video"
+
+
+async def _chat(args: argparse.Namespace, orch: Orchestrator, console: Any) -> int:
+    """The interactive loop: a thin front end over ChatSession."""
+    image, videos = args.image, list(args.video)
+    if args.resume:
+        session = await ChatSession.resume(orch, args.resume)
+        console.print(f"resumed {session.run_dir}" + (f": video {session.result.final_video}" if session.result else ""))
+    else:
+        session = orch.chat_session()
+    console.print("Type a request (or /help). Ctrl-D or /quit ends.", style="dim")
+    while True:
+        try:
+            line = (await asyncio.to_thread(input, "you> ")).strip()
+        except EOFError:
+            return 0
+        if not line:
+            continue
+        if line.startswith("/"):
+            cmd, _, rest = line.partition(" ")
+            if cmd in ("/quit", "/exit"):
+                return 0
+            if cmd == "/image":
+                image = rest.strip() or None
+            elif cmd == "/video":
+                videos.append(rest.strip())
+            elif cmd == "/status" and session.store:
+                for art in session.store.artifacts():
+                    console.print(f"  {art.summary()}")
+            else:
+                console.print("commands: /image PATH, /video PATH, /status, /quit; anything else is a request", style="dim")
+            continue
+        try:
+            if session.result is None and session.state is None:
+                task = args.task or _infer_task(line, image, videos)
+                console.print(f"task: {task}", style="dim")
+                result = await session.start(
+                    task, prompt=line, image=image, videos=videos, seed=args.seed, segments=args.segments, out=args.out
+                )
+            else:
+                result = await session.revise(line)
+        except InputError as err:
+            console.print(f"error: {err}", style="red")
+            continue
+        except RunIncomplete as err:
+            console.print(f"incomplete: {err}", style="red")
+            continue
+        console.print(f"video: {result.final_video}", style="green")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -378,7 +684,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     _configure_logging(args.verbose)
     try:
         progress = _CliProgress()
-        orch = Orchestrator(profile=args.profile, llm=args.llm, on_event=progress)
+        orch = Orchestrator(profile=args.profile, llm=args.llm, on_event=progress, max_turns=args.max_turns)
+        if args.command == "chat":
+            with progress:
+                return asyncio.run(_chat(args, orch, progress.console))
         with progress:
             result = orch.run(
                 args.task,
@@ -392,11 +701,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except InputError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    except (ModelLoadError, OpenMoraError) as err:
+    except (ModelLoadError, OpenMoraError, RunIncomplete) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("interrupted: the run folder records what was done", file=sys.stderr)
+        print("interrupted: the run folder records what was done; continue it with `orchestrator.py chat --resume RUN_DIR`", file=sys.stderr)
         return 130
     t = result.timings
     print(

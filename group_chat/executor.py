@@ -1,0 +1,100 @@
+"""Runs plan steps directly, with the plan's own arguments: the whole task with ``--llm none``, and the fallback
+(``plan_runner``) inside a group chat when an agent could not do its step.
+
+Example:
+    >>> # PlanExecutor(ctx, transcript, state).run_all() runs every pending step; see Orchestrator.run
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from group_chat.plan_state import PlanState, Step
+from group_chat.transcript import Transcript
+from tools.connect_clips import connect_clips
+from tools.context import ToolContext, ToolResult
+from tools.edit_image import edit_image
+from tools.enhance_prompt import enhance_prompt
+from tools.extend_video import extend_video
+from tools.image_to_video import image_to_video
+from tools.text_to_image import text_to_image
+
+TOOLS: dict[str, Callable[..., ToolResult]] = {
+    "text_to_image": text_to_image,
+    "edit_image": edit_image,
+    "image_to_video": image_to_video,
+    "extend_video": extend_video,
+    "connect_clips": connect_clips,
+}
+STATE_FILE = "plan_state.json"
+
+
+class PlanExecutor:
+    """Executes pending plan steps and records them in the transcript.
+
+    Args:
+        as_fallback: record calls as ``plan_runner`` standing in for the step's agent (group chat fallback);
+            otherwise as the step's own agent (the fixed plan).
+    """
+
+    def __init__(self, ctx: ToolContext, transcript: Transcript, state: PlanState, as_fallback: bool = False) -> None:
+        self.ctx = ctx
+        self.transcript = transcript
+        self.state = state
+        self.as_fallback = as_fallback
+
+    @property
+    def state_path(self) -> Path:
+        return self.ctx.store.run_dir / STATE_FILE
+
+    def save_state(self) -> None:
+        self.state.save(self.state_path)
+
+    def run_step(self, step: Step) -> str:
+        """Run one step with the plan's arguments; returns the line the chat shows."""
+        agent = "plan_runner" if self.as_fallback else step.agent
+        extra = {"fallback_for": step.agent} if self.as_fallback else {}
+        args = self.state.fallback_args(step)
+        start = time.perf_counter()
+        if step.tool == "enhance_prompt":
+            text = enhance_prompt(**args)
+            self.state.record_tool(agent, "enhance_prompt", [], text)
+            self.transcript.record(
+                "tool_call", agent=agent, tool="enhance_prompt", seconds=time.perf_counter() - start, arguments=args, result=text, **extra
+            )
+            self.save_state()
+            return f"prompt: {text}"
+        try:
+            result = TOOLS[step.tool](self.ctx, **args)
+        except BaseException as err:
+            message = str(err).splitlines()[0] if str(err) else type(err).__name__
+            self.transcript.record("tool_call", agent=agent, tool=step.tool, seconds=time.perf_counter() - start, error=message, **extra)
+            raise
+        self.state.record_tool(agent, step.tool, result.outputs)
+        self.transcript.record(
+            "tool_call",
+            agent=agent,
+            tool=step.tool,
+            inputs=[v for k, v in args.items() if k.endswith("_id") and isinstance(v, str)],
+            outputs=result.outputs,
+            seconds=time.perf_counter() - start,
+            arguments={k: v for k, v in args.items() if not k.endswith("_id")},
+            result=result.text,
+            **extra,
+        )
+        for note in result.notes:
+            self.transcript.record("note", agent=agent, tool=step.tool, text=note)
+        self.save_state()
+        return f"{step.tool}: {result.text}"
+
+    async def arun_step(self, step: Step) -> str:
+        return await asyncio.to_thread(self.run_step, step)
+
+    def run_all(self) -> str | None:
+        """Run every pending step in order; returns the final artifact id."""
+        while (step := self.state.next_step()) is not None:
+            self.run_step(step)
+        return self.state.final_id

@@ -1,0 +1,130 @@
+"""The LLM behind the planner and the agents, chosen by ``--llm`` (or ``$OPENMORA_LLM``).
+
+| spec | what |
+|---|---|
+| ``none`` | no LLM: the task's fixed plan (reproducible batch work) |
+| ``local`` | embedded Qwen2.5-Coder-1.5B-Instruct (Q4_K_M GGUF from PyPI chunk packages) on llama.cpp, offline |
+| ``local-small`` | embedded Qwen2.5-Coder-0.5B-Instruct, faster, a little less reliable |
+| ``openai`` | any OpenAI-compatible endpoint: ``OPENMORA_OPENAI_BASE_URL`` (or ``OPENAI_BASE_URL``), ``OPENMORA_OPENAI_MODEL``, key from ``OPENAI_API_KEY`` |
+| ``replay:FILE`` | scripted replies from a JSON file, for tests and demos |
+
+A replay file is a JSON list consumed in call order; each item is a string (a text reply, or a planner choice) or
+``{"tool": NAME, "arguments": {...}}`` (a tool call).
+
+Example:
+    >>> client = make_llm_client("replay:tests/data/none.json")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from pathlib import Path
+from typing import Any
+
+from tools.errors import InputError
+
+LLM_SPECS = ("none", "local", "local-small", "openai", "replay:FILE")
+
+
+def check_llm_spec(spec: str) -> str:
+    """Validate an ``--llm`` value early (before anything is written); returns it normalised."""
+    spec = (spec or "none").strip()
+    if spec in ("none", "local", "local-small", "openai"):
+        return spec
+    if spec.startswith("replay:"):
+        path = Path(spec.removeprefix("replay:")).expanduser()
+        if not path.is_file():
+            raise InputError(f"--llm {spec}: replay file {path} does not exist; give a JSON list of scripted replies")
+        _load_replay(path)
+        return spec
+    raise InputError(f"unknown --llm {spec!r}; use one of: {', '.join(LLM_SPECS)}")
+
+
+def _load_replay(path: Path) -> list[Any]:
+    try:
+        items = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise InputError(f"replay file {path} is not valid JSON: {str(err).splitlines()[0]}") from None
+    if not isinstance(items, list) or not all(
+        isinstance(i, str) or (isinstance(i, dict) and isinstance(i.get("tool"), str)) for i in items
+    ):
+        raise InputError(f'replay file {path} must be a JSON list of strings and {{"tool": ..., "arguments": ...}} items')
+    return items
+
+
+def replay_client(items: list[Any]) -> Any:
+    """AutoGen's ``ReplayChatCompletionClient`` scripted with text replies and tool calls."""
+    from autogen_core import FunctionCall
+    from autogen_core.models import CreateResult, ModelFamily, ModelInfo, RequestUsage
+    from autogen_ext.models.replay import ReplayChatCompletionClient
+
+    replies: list[Any] = []
+    for item in items:
+        if isinstance(item, str):
+            replies.append(item)
+        else:
+            call = FunctionCall(
+                id=f"call_{uuid.uuid4().hex[:8]}", name=item["tool"], arguments=json.dumps(item.get("arguments", {}))
+            )
+            replies.append(
+                CreateResult(
+                    finish_reason="function_calls",
+                    content=[call],
+                    usage=RequestUsage(prompt_tokens=0, completion_tokens=0),
+                    cached=False,
+                )
+            )
+    # The replay client's default model_info says "no function calling": agents with tools would refuse it.
+    info = ModelInfo(
+        vision=False, function_calling=True, json_output=True, family=ModelFamily.UNKNOWN, structured_output=False
+    )
+    return ReplayChatCompletionClient(replies, model_info=info)
+
+
+def make_llm_client(spec: str) -> Any:
+    """Build the AutoGen model client for ``spec`` (see the module table). ``none`` returns ``None``."""
+    spec = check_llm_spec(spec)
+    if spec == "none":
+        return None
+    if spec in ("local", "local-small"):
+        from group_chat.local_llm import LocalLlamaClient, LocalModelMissing
+
+        try:
+            import llama_cpp  # noqa: F401
+        except ImportError:
+            raise InputError(
+                f"--llm {spec} needs the embedded LLM: run `pip install -r requirements-llm.txt` (builds llama-cpp-python)"
+            ) from None
+        try:
+            return LocalLlamaClient(spec)
+        except LocalModelMissing as err:
+            raise InputError(str(err)) from None
+    if spec == "openai":
+        from autogen_core.models import ModelFamily, ModelInfo
+        from autogen_ext.models.openai import OpenAIChatCompletionClient
+
+        model = os.environ.get("OPENMORA_OPENAI_MODEL") or os.environ.get("OPENAI_MODEL")
+        if not model:
+            raise InputError("--llm openai needs OPENMORA_OPENAI_MODEL (e.g. gpt-4o-mini, or your vLLM/Ollama model name)")
+        base_url = os.environ.get("OPENMORA_OPENAI_BASE_URL") or os.environ.get("OPENAI_BASE_URL")
+        api_key = os.environ.get("OPENMORA_OPENAI_API_KEY") or os.environ.get("OPENAI_API_KEY")
+        if not api_key and not base_url:
+            raise InputError("--llm openai needs OPENAI_API_KEY (or OPENMORA_OPENAI_BASE_URL for a local server)")
+        kwargs: dict[str, Any] = {"model": model, "api_key": api_key or "not-needed"}
+        if base_url:
+            kwargs["base_url"] = base_url
+            # Non-OpenAI servers: say what the model can do instead of looking its name up in OpenAI's list.
+            kwargs["model_info"] = ModelInfo(
+                vision=False, function_calling=True, json_output=True, family=ModelFamily.UNKNOWN, structured_output=False
+            )
+        return OpenAIChatCompletionClient(**kwargs)
+    return replay_client(_load_replay(Path(spec.removeprefix("replay:")).expanduser()))
+
+
+def supports_choices(client: Any) -> bool:
+    """Whether the client can force its reply to one of a list of strings (``extra_create_args={"choices": ...}``)."""
+    from group_chat.local_llm import LocalLlamaClient
+
+    return isinstance(client, LocalLlamaClient)
