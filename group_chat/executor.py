@@ -62,10 +62,10 @@ class PlanExecutor:
         if step.tool == "enhance_prompt":
             text = enhance_prompt(**args)
             self.state.record_tool(agent, "enhance_prompt", [], text)
+            self.save_state()
             self.transcript.record(
                 "tool_call", agent=agent, tool="enhance_prompt", seconds=time.perf_counter() - start, arguments=args, result=text, **extra
             )
-            self.save_state()
             return f"prompt: {text}"
         try:
             result = TOOLS[step.tool](self.ctx, **args)
@@ -73,7 +73,9 @@ class PlanExecutor:
             message = str(err).splitlines()[0] if str(err) else type(err).__name__
             self.transcript.record("tool_call", agent=agent, tool=step.tool, seconds=time.perf_counter() - start, error=message, **extra)
             raise
+        # Plan state first: an interruption after this point never re-runs the step on resume.
         self.state.record_tool(agent, step.tool, result.outputs)
+        self.save_state()
         self.transcript.record(
             "tool_call",
             agent=agent,
@@ -87,7 +89,6 @@ class PlanExecutor:
         )
         for note in result.notes:
             self.transcript.record("note", agent=agent, tool=step.tool, text=note)
-        self.save_state()
         return f"{step.tool}: {result.text}"
 
     async def arun_step(self, step: Step) -> str:

@@ -188,6 +188,7 @@ class GroupChatSession:
         inputs = [v for k, v in arguments.items() if k.endswith("_id") and isinstance(v, str)]
         args = {k: v for k, v in arguments.items() if not k.endswith("_id")}
         step = self.state.record_tool(agent, tool, result.outputs)
+        self._save_state()
         self.transcript.record(
             "tool_call",
             agent=agent,
@@ -201,7 +202,6 @@ class GroupChatSession:
         )
         for note in result.notes:
             self.transcript.record("note", agent=agent, tool=tool, text=note)
-        self._save_state()
 
     def tool_failed(self, agent: str, tool: str, error: BaseException, arguments: dict, seconds: float) -> None:
         from tools.errors import OpenMoraError
