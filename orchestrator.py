@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from group_chat.executor import STATE_FILE, PlanExecutor
-from group_chat.llm_backends import check_llm_spec, make_llm_client
+from group_chat.llm_backends import TimedClient, check_llm_spec, make_llm_client
 from group_chat.plan_state import PlanState, guess_intent
 from group_chat.plans import TASK_HELP, TASKS, check_task_inputs
 from group_chat.session import DEFAULT_MAX_TURNS, GroupChatSession, RunIncomplete
@@ -133,7 +133,7 @@ class Orchestrator:
     def client(self) -> Any:
         """The LLM client, built once (``None`` for ``llm="none"``)."""
         if self._client is None and self.llm != "none":
-            self._client = make_llm_client(self.llm)
+            self._client = TimedClient(make_llm_client(self.llm))
         return self._client
 
     def run(self, task: str, **kwargs: Any) -> RunResult:
@@ -416,8 +416,11 @@ class ChatSession:
             "generate_s": self.ctx.timings.get("generate", 0.0),
             # Video I/O: encoding every clip, and decoding + fitting the inputs.
             "encode_s": store.encode_seconds + decode_seconds,
+            # The planner's and agents' LLM calls (0 with --llm none).
+            "llm_s": self.orch._client.seconds if self.orch._client is not None else 0.0,
         }
-        timings["other_s"] = max(0.0, timings["wall_s"] - timings["load_s"] - timings["generate_s"] - timings["encode_s"])
+        busy = timings["load_s"] + timings["generate_s"] + timings["encode_s"] + timings["llm_s"]
+        timings["other_s"] = max(0.0, timings["wall_s"] - busy)
         self.transcript.record(
             "run_end", agent="orchestrator", outputs=[final_id], seconds=self._wall, status="done", final="final.mp4", timings=timings
         )
@@ -710,7 +713,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     t = result.timings
     print(
         f"done in {t['wall_s']:.1f}s (load {t['load_s']:.1f}s, generate {t['generate_s']:.1f}s, "
-        f"encode {t['encode_s']:.1f}s, other {t['other_s']:.1f}s)",
+        f"encode {t['encode_s']:.1f}s, llm {t['llm_s']:.1f}s, other {t['other_s']:.1f}s)",
         file=sys.stderr,
     )
     print(result.final_video)

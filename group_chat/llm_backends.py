@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -125,6 +126,37 @@ def make_llm_client(spec: str) -> Any:
 
 def supports_choices(client: Any) -> bool:
     """Whether the client can force its reply to one of a list of strings (``extra_create_args={"choices": ...}``)."""
-    from group_chat.local_llm import LocalLlamaClient
+    try:
+        from group_chat.local_llm import LocalLlamaClient
+    except ImportError:  # pragma: no cover - local_llm imports nothing optional at module level
+        return False
+    return isinstance(getattr(client, "inner", client), LocalLlamaClient)
 
-    return isinstance(client, LocalLlamaClient)
+
+class TimedClient:
+    """Wraps a model client and adds up the seconds spent in it (``seconds``), for the run's timings."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.seconds = 0.0
+        self.calls = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    async def create(self, *args: Any, **kwargs: Any) -> Any:
+        start = time.perf_counter()
+        try:
+            return await self.inner.create(*args, **kwargs)
+        finally:
+            self.seconds += time.perf_counter() - start
+            self.calls += 1
+
+    async def create_stream(self, *args: Any, **kwargs: Any) -> Any:
+        start = time.perf_counter()
+        try:
+            async for item in self.inner.create_stream(*args, **kwargs):
+                yield item
+        finally:
+            self.seconds += time.perf_counter() - start
+            self.calls += 1
