@@ -267,12 +267,18 @@ def render_event(event: dict[str, Any], run: Run) -> HTML:
     elif kind == "planner":
         candidates = ", ".join(map(str, event.get("candidates") or [])) or "-"
         valid = "valid" if event.get("valid") else "<span style='color:#c62828'>invalid</span>"
+        decision = f" ({_e(event['decision'])})" if event.get("decision") else ""
         parts.append(
-            f"{step} {agent} (planner) candidates: {_e(candidates)}; raw choice "
+            f"{step} {agent}{decision} candidates: {_e(candidates)}; raw choice "
             f"<code>{_e(repr(event.get('raw_choice')))}</code> ({valid}) &rarr; chose <b>{_e(event.get('chosen'))}</b>"
+            f" ({_seconds(event.get('seconds'))})"
         )
+        if event.get("retry_choice") is not None:
+            parts.append(f"<div>retry: <code>{_e(repr(event['retry_choice']))}</code></div>")
         if event.get("fallback_used"):
-            parts.append("<div style='color:#ef6c00'><b>fallback used</b>: the raw choice was not a candidate</div>")
+            parts.append("<div style='color:#ef6c00'><b>fallback used</b>: no valid choice, the plan decided</div>")
+        if event.get("reason"):
+            parts.append(f"<div style='color:#555'>{_e(_clip(event['reason'], 600))}</div>")
     elif kind == "note":
         tool = f" ({_e(event['tool'])})" if event.get("tool") else ""
         parts.append(f"{step} {agent}{tool} <i style='color:#8d6e00'>note: {_e(_clip(event.get('text', '')))}</i>")
@@ -292,7 +298,9 @@ def render_event(event: dict[str, Any], run: Run) -> HTML:
         parts.append(f"{step} {agent} {_e(kind)}{tool} {_arrow(event)}")
         if extra:
             parts.append(f"<code>{_e(_clip(json.dumps(extra, default=str), 600))}</code>")
-    if event.get("error"):
+    if event.get("error") is True:  # a message that reports a failure: the text above says what
+        parts.append(_red("error"))
+    elif event.get("error"):
         parts.append(_red(f"error: {event['error']}"))
     media = [_artifact(run, str(a)) for a in event.get("outputs") or [] if kind != "run_end"]
     if media:

@@ -80,6 +80,34 @@ def test_notebook_replays_the_run(fox_run: Path, cwd: str, monkeypatch: pytest.M
     assert probe["heavy"] == []
 
 
+def test_notebook_replays_a_group_chat(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Agents' messages and the planner's turns, from a chat scripted with AutoGen's replay client."""
+    script = tmp_path / "replay.json"
+    script.write_text(
+        json.dumps(
+            [
+                "prompt_agent",
+                "A red fox bounds through deep powder snow at dusk",
+                {"tool": "text_to_image", "arguments": {"prompt": "A red fox bounds through deep powder snow"}},
+                {"tool": "image_to_video", "arguments": {"image_id": "img-0001"}},
+            ]
+        )
+    )
+    r = Orchestrator(profile="tiny", llm=f"replay:{script}").run(
+        "text-to-video", prompt="a fox in snow", segments=1, out=tmp_path / "chat"
+    )
+    monkeypatch.setenv("OPENMORA_RUN", str(r.run_dir))
+    html, probe = _execute(ROOT / "notebooks")
+    events = [json.loads(line) for line in (r.run_dir / "transcript.jsonl").read_text().splitlines()]
+    planner = [e for e in events if e["type"] == "planner"]
+    messages = [e for e in events if e["type"] == "message"]
+    assert planner and messages
+    assert "raw choice" in html and ", ".join(planner[0]["candidates"]) in html
+    assert "says:" in html and "A red fox bounds through deep powder snow at dusk" in html
+    assert html.count("<img ") == 1 and html.count("<video") == 2
+    assert probe["heavy"] == []
+
+
 def test_helper_imports_no_model_library(fox_run: Path) -> None:
     code = (
         "import json, sys\n"
@@ -173,14 +201,21 @@ def test_planner_message_and_error_events_render() -> None:
             "valid": False,
             "fallback_used": True,
             "chosen": "video_agent",
+            "decision": "next",
+            "reason": "the clip is missing",
         },
         run,
     ).data
     assert "image_agent, video_agent" in planner and "the video agent please" in planner
     assert "fallback used" in planner and "invalid" in planner
+    assert "(next)" in planner and "the clip is missing" in planner
     message = replay.render_event({"step": 5, "type": "message", "agent": "video_agent", "text": "<b>hi</b>"}, run).data
     assert "video_agent" in message and "&lt;b&gt;hi&lt;/b&gt;" in message
     error = replay.render_event(
         {"step": 6, "type": "tool_call", "agent": "video_agent", "tool": "extend_video", "error": "no clip-0009"}, run
     ).data
     assert "color:#c62828" in error and "no clip-0009" in error
+    failed = replay.render_event(
+        {"step": 7, "type": "message", "agent": "video_agent", "text": "Error: x", "error": True}, run
+    )
+    assert "color:#c62828" in failed.data and "True" not in failed.data
