@@ -130,7 +130,9 @@ def supports_choices(client: Any) -> bool:
         from group_chat.local_llm import LocalLlamaClient
     except ImportError:  # pragma: no cover - local_llm imports nothing optional at module level
         return False
-    return isinstance(getattr(client, "inner", client), LocalLlamaClient)
+    while hasattr(client, "inner"):
+        client = client.inner
+    return isinstance(client, LocalLlamaClient)
 
 
 class TimedClient:
@@ -160,3 +162,24 @@ class TimedClient:
         finally:
             self.seconds += time.perf_counter() - start
             self.calls += 1
+
+
+class ExtraArgsClient:
+    """Adds fixed ``extra_create_args`` (e.g. ``{"max_tokens": 120}``) to every call of a client it wraps.
+
+    AutoGen agents cannot pass per-call arguments; this caps one agent's replies (the prompt agent's) without
+    loading the model twice.
+    """
+
+    def __init__(self, inner: Any, **extra: Any) -> None:
+        self.inner = inner
+        self.extra = extra
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    async def create(self, *args: Any, extra_create_args: dict | None = None, **kwargs: Any) -> Any:
+        return await self.inner.create(*args, extra_create_args={**self.extra, **(extra_create_args or {})}, **kwargs)
+
+    def create_stream(self, *args: Any, extra_create_args: dict | None = None, **kwargs: Any) -> Any:
+        return self.inner.create_stream(*args, extra_create_args={**self.extra, **(extra_create_args or {})}, **kwargs)

@@ -41,7 +41,7 @@ from agents.image_agent import build_image_agent
 from agents.prompt_agent import build_prompt_agent
 from agents.video_agent import build_video_agent
 from group_chat.executor import PlanExecutor
-from group_chat.llm_backends import supports_choices
+from group_chat.llm_backends import ExtraArgsClient, supports_choices
 from group_chat.plan_state import INTENTS, PlanState, Step, guess_intent
 from group_chat.transcript import Transcript
 from tools.context import ToolContext, ToolResult
@@ -49,6 +49,7 @@ from tools.context import ToolContext, ToolResult
 logger = logging.getLogger(__name__)
 PLAN_RUNNER = "plan_runner"
 DEFAULT_MAX_TURNS = 24
+PROMPT_MAX_TOKENS = 120
 TEAM_FILE = "team_state.json"
 
 
@@ -150,7 +151,8 @@ class GroupChatSession:
         edit_hint = f"Edit {s.image_id}." if s.image_id else ""
         connect_hint = f"Connect {s.clip_ids[0]} then {s.clip_ids[1]}." if len(s.clip_ids) == 2 else ""
         participants = [
-            build_prompt_agent(self.client, s.task, image_note),
+            # A visual prompt is at most ~60 words: cap the reply so a rambling small model cannot take minutes.
+            build_prompt_agent(ExtraArgsClient(self.client, max_tokens=PROMPT_MAX_TOKENS), s.task, image_note),
             build_image_agent(self.client, self._bind),
             build_edit_agent(self.client, self._bind, edit_hint),
             build_video_agent(self.client, self._bind, video_hint),
