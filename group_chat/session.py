@@ -110,7 +110,7 @@ class GroupChatSession:
     Args:
         ctx: the run's tool context (store, loader, profile, seed).
         transcript: where every message, tool call and planner decision is recorded.
-        client: the AutoGen model client used by the planner and the agents.
+        client: ``client(role)`` returns the AutoGen model client for the planner (``"planner"``) or an agent (its name).
         state: the plan state (new, or loaded for resume).
         max_turns: the turn limit of one request.
     """
@@ -119,7 +119,7 @@ class GroupChatSession:
         self,
         ctx: ToolContext,
         transcript: Transcript,
-        client: Any,
+        client: Callable[[str], Any],
         state: PlanState,
         max_turns: int = DEFAULT_MAX_TURNS,
         on_event: Callable[[dict], None] | None = None,
@@ -152,17 +152,17 @@ class GroupChatSession:
         connect_hint = f"Connect {s.clip_ids[0]} then {s.clip_ids[1]}." if len(s.clip_ids) == 2 else ""
         participants = [
             # A visual prompt is at most ~60 words: cap the reply so a rambling small model cannot take minutes.
-            build_prompt_agent(ExtraArgsClient(self.client, max_tokens=PROMPT_MAX_TOKENS), s.task, image_note),
-            build_image_agent(self.client, self._bind),
-            build_edit_agent(self.client, self._bind, edit_hint),
-            build_video_agent(self.client, self._bind, video_hint),
-            build_connection_agent(self.client, self._bind, connect_hint),
+            build_prompt_agent(ExtraArgsClient(self.client("prompt_agent"), max_tokens=PROMPT_MAX_TOKENS), s.task, image_note),
+            build_image_agent(self.client("image_agent"), self._bind),
+            build_edit_agent(self.client("edit_agent"), self._bind, edit_hint),
+            build_video_agent(self.client("video_agent"), self._bind, video_hint),
+            build_connection_agent(self.client("connection_agent"), self._bind, connect_hint),
             PlanRunnerAgent(self),
         ]
         termination = PlanDone(self) | MaxMessageTermination(self.max_turns)
         return SelectorGroupChat(
             participants,
-            model_client=self.client,
+            model_client=self.client("planner"),
             termination_condition=termination,
             selector_func=self._select,
             allow_repeated_speaker=True,
@@ -217,8 +217,9 @@ class GroupChatSession:
 
     # ----- the planner --------------------------------------------------------------------------------------
     async def _ask(self, question: str, choices: list[str]) -> str:
-        extra = {"choices": choices} if supports_choices(self.client) else {}
-        result = await self.client.create([UserMessage(content=question, source="user")], extra_create_args=extra)
+        planner = self.client("planner")
+        extra = {"choices": choices} if supports_choices(planner) else {}
+        result = await planner.create([UserMessage(content=question, source="user")], extra_create_args=extra)
         return result.content if isinstance(result.content, str) else json.dumps(str(result.content))
 
     def _history(self, limit: int = 8) -> str:

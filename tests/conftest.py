@@ -27,6 +27,10 @@ def _tiny_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Tiny models go to a cache of this test session unless OPENMORA_TEST_CACHE names a shared one."""
     shared = os.environ.get("OPENMORA_TEST_CACHE")
     cache = Path(shared) if shared else tmp_path_factory.mktemp("openmora-cache")
+    # The embedded LLM (1.1 GB once assembled) stays in the user's cache: rebuilding it per session costs time and disk.
+    if "OPENMORA_LLM_CACHE" not in os.environ:
+        user = os.environ.get("OPENMORA_CACHE")
+        os.environ["OPENMORA_LLM_CACHE"] = str((Path(user).expanduser() if user else Path.home() / ".cache" / "openmora") / "llm")
     os.environ["OPENMORA_CACHE"] = str(cache)
     return cache
 
