@@ -177,7 +177,9 @@ class Orchestrator:
         untouched. Images and videos of any ordinary size are fitted to the profile's size (the transcript says how).
         """
         session = ChatSession(self)
-        return await session.start(task, prompt=prompt, image=image, videos=videos, seed=seed, segments=segments, out=out)
+        return await session.start(
+            task, prompt=prompt, image=image, videos=videos, seed=seed, segments=segments, out=out
+        )
 
     async def run_stream(self, task: str, **kwargs: Any) -> AsyncIterator[dict]:
         """Run a task and yield every event as it happens; the last one is ``{"type": "result", "result": RunResult}``.
@@ -297,7 +299,15 @@ class ChatSession:
         }
         self._open(out, meta)
         store, transcript = self.store, self.transcript
-        transcript.record("run_start", agent="user", task=task, prompt=prompt or "", profile=profile.name, seed=seed, llm=self.orch.llm)
+        transcript.record(
+            "run_start",
+            agent="user",
+            task=task,
+            prompt=prompt or "",
+            profile=profile.name,
+            seed=seed,
+            llm=self.orch.llm,
+        )
         with self._status_on_failure():
             image_id, clip_ids = None, []
             for p in prepared:
@@ -305,24 +315,40 @@ class ChatSession:
                     art = store.add_image(p.pixels, tool="input", description=f"input image {Path(p.source).name}")
                     image_id = art.id
                 else:
-                    art = store.add_video(p.pixels, p.fps, tool="input", description=f"input video {Path(p.source).name}")
+                    art = store.add_video(
+                        p.pixels, p.fps, tool="input", description=f"input video {Path(p.source).name}"
+                    )
                     clip_ids.append(art.id)
-                transcript.record("input", agent="user", tool="input", outputs=[art.id], source=p.source, result=art.summary())
+                transcript.record(
+                    "input", agent="user", tool="input", outputs=[art.id], source=p.source, result=art.summary()
+                )
                 for note in p.notes:
                     transcript.record("note", agent="orchestrator", inputs=[art.id], text=f"{art.id}: {note}")
             n_segments = segments
             if task in ("edit", "digital-world") and clip_ids:
                 # Edit (and restyle) the first frame, then regenerate at least the original's length of motion.
                 first = store.add_image(
-                    store.frames(clip_ids[0])[0], tool="first_frame", parents=[clip_ids[0]], description=f"first frame of {clip_ids[0]}"
+                    store.frames(clip_ids[0])[0],
+                    tool="first_frame",
+                    parents=[clip_ids[0]],
+                    description=f"first frame of {clip_ids[0]}",
                 )
-                transcript.record("tool_call", agent="edit_agent", tool="first_frame", inputs=[clip_ids[0]], outputs=[first.id], result=first.summary())
+                transcript.record(
+                    "tool_call",
+                    agent="edit_agent",
+                    tool="first_frame",
+                    inputs=[clip_ids[0]],
+                    outputs=[first.id],
+                    result=first.summary(),
+                )
                 image_id = first.id
                 if n_segments is None:
                     n_segments = _segments_to_cover(store.get(clip_ids[0]).frames or 1, profile)
             if n_segments is None:
                 n_segments = profile.segments if task in ("text-to-video", "digital-world") and image_id is None else 1
-            self.state = PlanState.for_task(task, prompt=prompt or "", segments=n_segments, image_id=image_id, clip_ids=clip_ids)
+            self.state = PlanState.for_task(
+                task, prompt=prompt or "", segments=n_segments, image_id=image_id, clip_ids=clip_ids
+            )
             if task == "extend":
                 self.state.steps[0].args = {"segments": n_segments, "prompt": prompt or ""}
             self.state.save(out / STATE_FILE)
@@ -337,7 +363,12 @@ class ChatSession:
             return
         if self.group is None:
             self.group = GroupChatSession(
-                self.ctx, self.transcript, self.orch.client, self.state, max_turns=self.orch.max_turns, on_event=self._emit
+                self.ctx,
+                self.transcript,
+                self.orch.client,
+                self.state,
+                max_turns=self.orch.max_turns,
+                on_event=self._emit,
             )
         await self.group.run(request)
 
@@ -354,19 +385,33 @@ class ChatSession:
             if client is None:
                 intent = guess_intent(text, self.state.intents())
                 self.transcript.record(
-                    "planner", agent="planner", decision="revision", candidates=self.state.intents(), raw_choice=None,
-                    valid=True, fallback_used=False, chosen=intent, reason="no LLM: keyword reading",
+                    "planner",
+                    agent="planner",
+                    decision="revision",
+                    candidates=self.state.intents(),
+                    raw_choice=None,
+                    valid=True,
+                    fallback_used=False,
+                    chosen=intent,
+                    reason="no LLM: keyword reading",
                 )
             else:
                 if self.group is None:
                     self.group = GroupChatSession(
-                        self.ctx, self.transcript, self.orch.client, self.state, max_turns=self.orch.max_turns, on_event=self._emit
+                        self.ctx,
+                        self.transcript,
+                        self.orch.client,
+                        self.state,
+                        max_turns=self.orch.max_turns,
+                        on_event=self._emit,
                     )
                 intent = await self.group.choose_intent(text)
             frames = int(self.orch.profile.role("image_to_video").params.get("num_frames", 25))
             steps = self.state.begin_revision(intent, text, self.orch.profile.fps, frames)
             self.transcript.record(
-                "note", agent="planner", text=f"revision '{intent}': re-running {', '.join(s.tool for s in steps)}; earlier artifacts are reused",
+                "note",
+                agent="planner",
+                text=f"revision '{intent}': re-running {', '.join(s.tool for s in steps)}; earlier artifacts are reused",
             )
             self.state.save(self.store.run_dir / STATE_FILE)
             self.store.update_meta(status="running")
@@ -387,7 +432,12 @@ class ChatSession:
         client = orchestrator.client()
         if client is not None:
             self.group = GroupChatSession(
-                self.ctx, self.transcript, orchestrator.client, self.state, max_turns=orchestrator.max_turns, on_event=self._emit
+                self.ctx,
+                self.transcript,
+                orchestrator.client,
+                self.state,
+                max_turns=orchestrator.max_turns,
+                on_event=self._emit,
             )
             await self.group.load_team()
         if not self.state.complete:
@@ -437,7 +487,13 @@ class ChatSession:
         busy = timings["load_s"] + timings["generate_s"] + timings["encode_s"] + timings["llm_s"]
         timings["other_s"] = max(0.0, timings["wall_s"] - busy)
         self.transcript.record(
-            "run_end", agent="orchestrator", outputs=[final_id], seconds=self._wall, status="done", final="final.mp4", timings=timings
+            "run_end",
+            agent="orchestrator",
+            outputs=[final_id],
+            seconds=self._wall,
+            status="done",
+            final="final.mp4",
+            timings=timings,
         )
         store.update_meta(status="done", final=final_id, final_video="final.mp4", timings=timings, error=None)
         self.result = RunResult(
@@ -458,7 +514,9 @@ def _segments_to_cover(n_frames: int, profile: Profile) -> int:
     return min(12, 1 + math.ceil((n_frames - per) / max(1, per - 1)))
 
 
-def _request_text(task: str, prompt: str | None, image_id: str | None, clip_ids: list[str], store: ArtifactStore) -> str:
+def _request_text(
+    task: str, prompt: str | None, image_id: str | None, clip_ids: list[str], store: ArtifactStore
+) -> str:
     parts = [f"Task: {task}.", f"Request: {prompt.strip()}." if prompt and prompt.strip() else ""]
     if image_id:
         parts.append(f"Image: {store.get(image_id).summary()}.")
@@ -518,7 +576,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="the planner and agents' LLM: none (the task's fixed plan, default), local (embedded Qwen2.5-Coder-1.5B), "
         "local-small (0.5B), openai (OPENMORA_OPENAI_MODEL, OPENAI_API_KEY, OPENMORA_OPENAI_BASE_URL), replay:FILE",
     )
-    run.add_argument("--max-turns", type=int, default=DEFAULT_MAX_TURNS, help="group chat turn limit (default %(default)s)")
+    run.add_argument(
+        "--max-turns", type=int, default=DEFAULT_MAX_TURNS, help="group chat turn limit (default %(default)s)"
+    )
     chat = sub.add_parser(
         "chat",
         help="talk with the team: a request, then revisions ('darker', 'extend it by two seconds')",
@@ -526,7 +586,9 @@ def build_parser() -> argparse.ArgumentParser:
         "the change re-runs. Commands: /image PATH and /video PATH attach inputs before the first request, /status "
         "lists the artifacts, /quit ends. Ctrl-C leaves a consistent run folder: continue it with --resume RUN_DIR.",
     )
-    chat.add_argument("--llm", default=os.environ.get("OPENMORA_LLM", "local"), help="as for run (default: local, the embedded LLM)")
+    chat.add_argument(
+        "--llm", default=os.environ.get("OPENMORA_LLM", "local"), help="as for run (default: local, the embedded LLM)"
+    )
     chat.add_argument("--profile", default="tiny", help="model profile (default: tiny)")
     chat.add_argument("--out", help="run folder to create (new or empty)")
     chat.add_argument("--resume", metavar="RUN_DIR", help="continue an earlier chat's run folder")
@@ -602,8 +664,15 @@ class _CliProgress:
             if e["type"] == "message":
                 self.console.print(f"[{e['step']}] {e['agent']}: {e.get('text', '')}")
             elif e["type"] == "planner":
-                how = "plan fallback" if e.get("fallback_used") else ("LLM" if e.get("raw_choice") is not None else "plan")
-                self.console.print(f"[{e['step']}] planner -> {e['chosen']} ({how}; candidates {', '.join(e['candidates'])})", style="cyan")
+                how = (
+                    "plan fallback"
+                    if e.get("fallback_used")
+                    else ("LLM" if e.get("raw_choice") is not None else "plan")
+                )
+                self.console.print(
+                    f"[{e['step']}] planner -> {e['chosen']} ({how}; candidates {', '.join(e['candidates'])})",
+                    style="cyan",
+                )
             elif e["type"] == "tool_call" and e.get("error"):
                 self.console.print(f"[{e['step']}] {e['agent']}: {e['tool']} failed: {e['error']}", style="red")
             elif e["type"] == "tool_call":
@@ -650,7 +719,9 @@ async def _chat(args: argparse.Namespace, orch: Orchestrator, console: Any) -> i
     image, videos = args.image, list(args.video)
     if args.resume:
         session = await ChatSession.resume(orch, args.resume)
-        console.print(f"resumed {session.run_dir}" + (f": video {session.result.final_video}" if session.result else ""))
+        console.print(
+            f"resumed {session.run_dir}" + (f": video {session.result.final_video}" if session.result else "")
+        )
     else:
         session = orch.chat_session()
     console.print("Type a request (or /help). Ctrl-D or /quit ends.", style="dim")
@@ -673,7 +744,9 @@ async def _chat(args: argparse.Namespace, orch: Orchestrator, console: Any) -> i
                 for art in session.store.artifacts():
                     console.print(f"  {art.summary()}")
             else:
-                console.print("commands: /image PATH, /video PATH, /status, /quit; anything else is a request", style="dim")
+                console.print(
+                    "commands: /image PATH, /video PATH, /status, /quit; anything else is a request", style="dim"
+                )
             continue
         try:
             if session.result is None and session.state is None:
@@ -723,7 +796,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("interrupted: the run folder records what was done; continue it with `orchestrator.py chat --resume RUN_DIR`", file=sys.stderr)
+        print(
+            "interrupted: the run folder records what was done; continue it with `orchestrator.py chat --resume RUN_DIR`",
+            file=sys.stderr,
+        )
         return 130
     t = result.timings
     print(

@@ -21,5 +21,9 @@ SYSTEM = (
 def build_image_agent(model_client: Any, bind: Callable) -> AssistantAgent:
     """Build the image agent; ``bind(fn, agent_name)`` turns a tool function into the run's FunctionTool."""
     return AssistantAgent(
-        NAME, model_client=model_client, description=DESCRIPTION, system_message=SYSTEM, tools=[bind(text_to_image, NAME)]
+        NAME,
+        model_client=model_client,
+        description=DESCRIPTION,
+        system_message=SYSTEM,
+        tools=[bind(text_to_image, NAME)],
     )

@@ -11,7 +11,9 @@ from tools.extend_video import extend_video
 from tools.image_to_video import image_to_video
 
 NAME = "video_agent"
-DESCRIPTION = "Turns an image into a video clip (image_to_video) and extends clips from their last frame (extend_video)."
+DESCRIPTION = (
+    "Turns an image into a video clip (image_to_video) and extends clips from their last frame (extend_video)."
+)
 SYSTEM = (
     "You are the video agent of a video-making team. Make exactly one tool call per turn. If no clip exists yet for "
     "the newest image, call image_to_video with that image's id (img-NNNN). If a clip exists and the plan needs it "

@@ -112,19 +112,35 @@ async def run(model: str) -> dict:
                 + f"Which agent should act next? Reply with only its name, one of: {', '.join(names)}."
             )
             start = time.perf_counter()
-            result = await client.create([UserMessage(content=question, source="user")], extra_create_args={"choices": names})
+            result = await client.create(
+                [UserMessage(content=question, source="user")], extra_create_args={"choices": names}
+            )
             seconds = time.perf_counter() - start
             decisions.append(seconds)
             ok = result.content in allowed
             valid += ok
             start = time.perf_counter()
             reply = await client.create(
-                [SystemMessage(content=prompt_agent.system_message(task)), UserMessage(content=f"Task: {task}. Request: {text}.", source="user")],
+                [
+                    SystemMessage(content=prompt_agent.system_message(task)),
+                    UserMessage(content=f"Task: {task}. Request: {text}.", source="user"),
+                ],
                 extra_create_args={"max_tokens": PROMPT_MAX_TOKENS},
             )
             prompt_s.append(time.perf_counter() - start)
             prompt_tps.append(client.last_call_stats["tokens_per_s"])
-            rows.append((task, text, result.content, ok, seconds, client.last_call_stats["completion_tokens"], prompt_s[-1], str(reply.content)[:60]))
+            rows.append(
+                (
+                    task,
+                    text,
+                    result.content,
+                    ok,
+                    seconds,
+                    client.last_call_stats["completion_tokens"],
+                    prompt_s[-1],
+                    str(reply.content)[:60],
+                )
+            )
     return {
         "planner_decision_s": round(statistics.mean(decisions), 3),
         "planner_decision_s_median": round(statistics.median(decisions), 3),
@@ -148,7 +164,12 @@ def main() -> int:
         "date": time.strftime("%Y-%m-%d"),
         "model": args.model,
     }
-    out = ROOT / "bench" / "results" / ("llm_local.json" if args.model == "local" else f"llm_{args.model.replace('-', '_')}.json")
+    out = (
+        ROOT
+        / "bench"
+        / "results"
+        / ("llm_local.json" if args.model == "local" else f"llm_{args.model.replace('-', '_')}.json")
+    )
     out.write_text(json.dumps({**res, "_meta": meta}, indent=2) + "\n")
     print(f"Command: `{meta['command']}` ({meta['machine']})\n")
     print("| task | request | planner's first choice | valid | decision s | prompt tokens | prompt turn s |")

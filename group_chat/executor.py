@@ -64,14 +64,22 @@ class PlanExecutor:
             self.state.record_tool(agent, "enhance_prompt", [], text)
             self.save_state()
             self.transcript.record(
-                "tool_call", agent=agent, tool="enhance_prompt", seconds=time.perf_counter() - start, arguments=args, result=text, **extra
+                "tool_call",
+                agent=agent,
+                tool="enhance_prompt",
+                seconds=time.perf_counter() - start,
+                arguments=args,
+                result=text,
+                **extra,
             )
             return f"prompt: {text}"
         try:
             result = TOOLS[step.tool](self.ctx, **args)
         except BaseException as err:
             message = str(err).splitlines()[0] if str(err) else type(err).__name__
-            self.transcript.record("tool_call", agent=agent, tool=step.tool, seconds=time.perf_counter() - start, error=message, **extra)
+            self.transcript.record(
+                "tool_call", agent=agent, tool=step.tool, seconds=time.perf_counter() - start, error=message, **extra
+            )
             raise
         # Plan state first: an interruption after this point never re-runs the step on resume.
         self.state.record_tool(agent, step.tool, result.outputs)

@@ -51,7 +51,9 @@ def _load_replay(path: Path) -> list[Any]:
     if not isinstance(items, list) or not all(
         isinstance(i, str) or (isinstance(i, dict) and isinstance(i.get("tool"), str)) for i in items
     ):
-        raise InputError(f'replay file {path} must be a JSON list of strings and {{"tool": ..., "arguments": ...}} items')
+        raise InputError(
+            f'replay file {path} must be a JSON list of strings and {{"tool": ..., "arguments": ...}} items'
+        )
     return items
 
 
@@ -108,7 +110,9 @@ def make_llm_client(spec: str) -> Any:
 
         model = os.environ.get("OPENMORA_OPENAI_MODEL") or os.environ.get("OPENAI_MODEL")
         if not model:
-            raise InputError("--llm openai needs OPENMORA_OPENAI_MODEL (e.g. gpt-4o-mini, or your vLLM/Ollama model name)")
+            raise InputError(
+                "--llm openai needs OPENMORA_OPENAI_MODEL (e.g. gpt-4o-mini, or your vLLM/Ollama model name)"
+            )
         base_url = os.environ.get("OPENMORA_OPENAI_BASE_URL") or os.environ.get("OPENAI_BASE_URL")
         api_key = os.environ.get("OPENMORA_OPENAI_API_KEY") or os.environ.get("OPENAI_API_KEY")
         if not api_key and not base_url:
@@ -118,7 +122,11 @@ def make_llm_client(spec: str) -> Any:
             kwargs["base_url"] = base_url
             # Non-OpenAI servers: say what the model can do instead of looking its name up in OpenAI's list.
             kwargs["model_info"] = ModelInfo(
-                vision=False, function_calling=True, json_output=True, family=ModelFamily.UNKNOWN, structured_output=False
+                vision=False,
+                function_calling=True,
+                json_output=True,
+                family=ModelFamily.UNKNOWN,
+                structured_output=False,
             )
         return OpenAIChatCompletionClient(**kwargs)
     return replay_client(_load_replay(Path(spec.removeprefix("replay:")).expanduser()))

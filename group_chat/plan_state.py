@@ -32,7 +32,18 @@ INTENTS = {
     "regenerate": "a new look from a changed prompt: new image and new motion (reuses nothing but the inputs)",
     "animate": "keep the image, make new motion (re-runs only the video steps)",
 }
-_NUMBERS = {"one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8, "nine": 9, "ten": 10}
+_NUMBERS = {
+    "one": 1,
+    "two": 2,
+    "three": 3,
+    "four": 4,
+    "five": 5,
+    "six": 6,
+    "seven": 7,
+    "eight": 8,
+    "nine": 9,
+    "ten": 10,
+}
 
 
 @dataclass
@@ -62,7 +73,12 @@ class PlanState:
     # ----- construction -------------------------------------------------------------------------------------
     @classmethod
     def for_task(
-        cls, task: str, prompt: str = "", segments: int = 1, image_id: str | None = None, clip_ids: list[str] | None = None
+        cls,
+        task: str,
+        prompt: str = "",
+        segments: int = 1,
+        image_id: str | None = None,
+        clip_ids: list[str] | None = None,
     ) -> PlanState:
         state = cls(task=task, prompt=prompt, segments=segments, image_id=image_id, clip_ids=list(clip_ids or []))
         steps = plan_steps(task, segments=segments, has_image=image_id is not None, has_video=bool(clip_ids))
@@ -83,12 +99,21 @@ class PlanState:
             n = 1 if seconds is None else max(1, math.ceil(seconds * fps / max(1, frames_per_segment - 1)))
             new = [Step("video_agent", "extend_video", args={"segments": min(n, 12), "prompt": self.current_prompt})]
         elif intent == "edit":
-            new = [Step("edit_agent", "edit_image", args={"instruction": text}), Step("video_agent", "image_to_video"), *more]
+            new = [
+                Step("edit_agent", "edit_image", args={"instruction": text}),
+                Step("video_agent", "image_to_video"),
+                *more,
+            ]
         elif intent == "animate":
             new = [Step("video_agent", "image_to_video"), *more]
         else:  # regenerate
             self.prompt = f"{self.prompt}; {text}" if self.prompt else text
-            new = [Step("prompt_agent", "enhance_prompt"), Step("image_agent", "text_to_image"), Step("video_agent", "image_to_video"), *more]
+            new = [
+                Step("prompt_agent", "enhance_prompt"),
+                Step("image_agent", "text_to_image"),
+                Step("video_agent", "image_to_video"),
+                *more,
+            ]
         self.steps.extend(new)
         return new
 
@@ -131,7 +156,11 @@ class PlanState:
         for i, step in enumerate(self.steps):
             if step.status != "pending":
                 continue
-            if step.tool == tool and step.agent in (agent, "plan_runner") or (agent == "plan_runner" and step.tool == tool):
+            if (
+                step.tool == tool
+                and step.agent in (agent, "plan_runner")
+                or (agent == "plan_runner" and step.tool == tool)
+            ):
                 # An optional step right before is skipped when its successor acts first.
                 for earlier in self.steps[:i]:
                     if earlier.status == "pending" and earlier.tool in OPTIONAL_TOOLS:
@@ -217,7 +246,9 @@ class PlanState:
 
 def parse_seconds(text: str) -> float | None:
     """'extend it by two seconds' -> 2.0; None when no duration is named."""
-    m = re.search(r"(\d+(?:\.\d+)?|" + "|".join(_NUMBERS) + r")\s*(?:more\s+)?(?:s\b|sec|secs|second|seconds)", text.lower())
+    m = re.search(
+        r"(\d+(?:\.\d+)?|" + "|".join(_NUMBERS) + r")\s*(?:more\s+)?(?:s\b|sec|secs|second|seconds)", text.lower()
+    )
     if not m:
         return None
     word = m.group(1)

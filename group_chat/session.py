@@ -152,7 +152,9 @@ class GroupChatSession:
         connect_hint = f"Connect {s.clip_ids[0]} then {s.clip_ids[1]}." if len(s.clip_ids) == 2 else ""
         participants = [
             # A visual prompt is at most ~60 words: cap the reply so a rambling small model cannot take minutes.
-            build_prompt_agent(ExtraArgsClient(self.client("prompt_agent"), max_tokens=PROMPT_MAX_TOKENS), s.task, image_note),
+            build_prompt_agent(
+                ExtraArgsClient(self.client("prompt_agent"), max_tokens=PROMPT_MAX_TOKENS), s.task, image_note
+            ),
             build_image_agent(self.client("image_agent"), self._bind),
             build_edit_agent(self.client("edit_agent"), self._bind, edit_hint),
             build_video_agent(self.client("video_agent"), self._bind, video_hint),
@@ -226,7 +228,8 @@ class GroupChatSession:
         events = [
             e
             for e in Transcript.read(self.transcript.path)
-            if e["type"] in ("message", "tool_call", "input") and e.get("request", self.state.request) == self.state.request
+            if e["type"] in ("message", "tool_call", "input")
+            and e.get("request", self.state.request) == self.state.request
         ]
         lines = []
         for e in events[-limit:]:
@@ -242,7 +245,10 @@ class GroupChatSession:
         start = time.perf_counter()
         chosen = None
         for _attempt in range(2):
-            raw = await self._ask(question if not raw_choices else f"{question}\nReply with exactly one of: {', '.join(candidates)}.", candidates)
+            raw = await self._ask(
+                question if not raw_choices else f"{question}\nReply with exactly one of: {', '.join(candidates)}.",
+                candidates,
+            )
             raw_choices.append(raw)
             found = _mentioned(raw, candidates)
             if len(found) == 1:
@@ -347,7 +353,8 @@ class GroupChatSession:
             return possible[0]
         question = (
             "You are the planner of a video-making team. The user asked to revise the video they have:\n"
-            f'"{text}"\nOptions:\n' + "\n".join(f"- {k}: {INTENTS[k]}" for k in possible)
+            f'"{text}"\nOptions:\n'
+            + "\n".join(f"- {k}: {INTENTS[k]}" for k in possible)
             + f"\nWhich option re-runs the least while doing what the user asked? Reply with only one of: {', '.join(possible)}."
         )
         return await self._choose(question, possible, default, "revision")

@@ -30,7 +30,9 @@ def _tiny_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     # The embedded LLM (1.1 GB once assembled) stays in the user's cache: rebuilding it per session costs time and disk.
     if "OPENMORA_LLM_CACHE" not in os.environ:
         user = os.environ.get("OPENMORA_CACHE")
-        os.environ["OPENMORA_LLM_CACHE"] = str((Path(user).expanduser() if user else Path.home() / ".cache" / "openmora") / "llm")
+        os.environ["OPENMORA_LLM_CACHE"] = str(
+            (Path(user).expanduser() if user else Path.home() / ".cache" / "openmora") / "llm"
+        )
     os.environ["OPENMORA_CACHE"] = str(cache)
     return cache
 

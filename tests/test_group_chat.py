@@ -84,7 +84,10 @@ def test_text_to_video_prompt_agent_then_tools(tmp_path: Path) -> None:
         (
             "image-to-video",
             {"image": "image", "prompt": "the waves roll in"},
-            ["video_agent", {"tool": "image_to_video", "arguments": {"image_id": "img-0001", "prompt": "waves roll in"}}],
+            [
+                "video_agent",
+                {"tool": "image_to_video", "arguments": {"image_id": "img-0001", "prompt": "waves roll in"}},
+            ],
             [("video_agent", "image_to_video")],
         ),
         (
@@ -122,7 +125,9 @@ def test_text_to_video_prompt_agent_then_tools(tmp_path: Path) -> None:
     ],
 )
 def test_every_task_through_the_group_chat(tmp_path: Path, media: dict, task, kwargs, replies, expected) -> None:
-    kwargs = {k: ([media[x] for x in v] if k == "videos" else media[v] if k == "image" else v) for k, v in kwargs.items()}
+    kwargs = {
+        k: ([media[x] for x in v] if k == "videos" else media[v] if k == "image" else v) for k, v in kwargs.items()
+    }
     r = Orchestrator(llm=script(tmp_path, replies)).run(task, segments=1, out=tmp_path / "r", **kwargs)
     assert_done(r.run_dir)
     assert calls(events(r.run_dir)) == expected
@@ -162,7 +167,9 @@ def test_malformed_tool_arguments_retry_then_plan_runner(tmp_path: Path, media: 
             {"tool": "image_to_video", "arguments": {"image_id": "img-0002"}},
         ],
     )
-    r = Orchestrator(llm=llm).run("edit", videos=[media["video_a"]], prompt="make it 1920s", segments=1, out=tmp_path / "r")
+    r = Orchestrator(llm=llm).run(
+        "edit", videos=[media["video_a"]], prompt="make it 1920s", segments=1, out=tmp_path / "r"
+    )
     assert_done(r.run_dir)
     evts = events(r.run_dir)
     errors = [e for e in evts if e["type"] == "tool_call" and e.get("error")]
@@ -179,7 +186,9 @@ def test_malformed_tool_arguments_retry_then_plan_runner(tmp_path: Path, media: 
 def test_turn_limit_stops_with_a_clear_reason(tmp_path: Path, capsys) -> None:
     # The agents only chat and never call tools; the plan runner would take over, but the limit comes first.
     llm = script(tmp_path, ["image_agent", "I would rather talk about foxes."] + ["hello"] * 10)
-    code = main(["run", "text-to-video", "--prompt", "a fox", "--llm", llm, "--max-turns", "3", "--out", str(tmp_path / "r")])
+    code = main(
+        ["run", "text-to-video", "--prompt", "a fox", "--llm", llm, "--max-turns", "3", "--out", str(tmp_path / "r")]
+    )
     err = capsys.readouterr().err
     assert code == 1
     assert "stopped before the final video existed" in err and "Maximum number of messages 3 reached" in err
@@ -212,7 +221,11 @@ def test_revisions_rerun_only_what_changed(tmp_path: Path) -> None:
     result = asyncio.run(session.revise("keep the first image but change the sky to stormy"))
     evts = events(session.run_dir)
     last = evts[[i for i, e in enumerate(evts) if e["type"] == "message" and e["agent"] == "user"][-1] :]
-    assert calls(last) == [("edit_agent", "edit_image"), ("video_agent", "image_to_video"), ("video_agent", "extend_video")]
+    assert calls(last) == [
+        ("edit_agent", "edit_image"),
+        ("video_agent", "image_to_video"),
+        ("video_agent", "extend_video"),
+    ]
     edit = [e for e in last if e.get("tool") == "edit_image"][0]
     assert edit["inputs"] == ["img-0001"]  # the original first image is reused, not regenerated
     assert len([a for a in store.artifacts() if a.tool == "text_to_image"]) == 1
@@ -253,10 +266,14 @@ def test_interrupted_run_resumes_where_it_stopped(tmp_path: Path) -> None:
 
     out = tmp_path / "r"
     with pytest.raises(KeyboardInterrupt):
-        Orchestrator(on_event=interrupt_after_first_clip).run("text-to-video", prompt="a harbour", segments=3, seed=5, out=out)
+        Orchestrator(on_event=interrupt_after_first_clip).run(
+            "text-to-video", prompt="a harbour", segments=3, seed=5, out=out
+        )
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["run"]["status"] == "interrupted" and not (out / "final.mp4").exists()
-    assert [s["tool"] for s in json.loads((out / STATE_FILE).read_text())["steps"] if s["status"] == "pending"] == ["extend_video"]
+    assert [s["tool"] for s in json.loads((out / STATE_FILE).read_text())["steps"] if s["status"] == "pending"] == [
+        "extend_video"
+    ]
 
     session = asyncio.run(ChatSession.resume(Orchestrator(), out))
     assert session.result is not None and session.result.final_video.is_file()
@@ -264,7 +281,9 @@ def test_interrupted_run_resumes_where_it_stopped(tmp_path: Path) -> None:
     assert tools.count("text_to_image") == 1 and tools.count("image_to_video") == 1 and tools.count("extend_video") == 1
     # Resuming gives the same frames as an uninterrupted run with the same seed.
     whole = Orchestrator().run("text-to-video", prompt="a harbour", segments=3, seed=5, out=tmp_path / "whole")
-    assert np.array_equal(ArtifactStore(out).frames(session.result.final_id), ArtifactStore(whole.run_dir).frames(whole.final_id))
+    assert np.array_equal(
+        ArtifactStore(out).frames(session.result.final_id), ArtifactStore(whole.run_dir).frames(whole.final_id)
+    )
 
 
 def test_resume_refuses_a_folder_that_is_not_a_run(tmp_path: Path) -> None:
@@ -274,7 +293,9 @@ def test_resume_refuses_a_folder_that_is_not_a_run(tmp_path: Path) -> None:
 
 def test_stream_of_events_ends_with_the_result(tmp_path: Path) -> None:
     async def collect() -> list[dict]:
-        return [e async for e in Orchestrator().run_stream("text-to-video", prompt="a kite", segments=1, out=tmp_path / "r")]
+        return [
+            e async for e in Orchestrator().run_stream("text-to-video", prompt="a kite", segments=1, out=tmp_path / "r")
+        ]
 
     evts = asyncio.run(collect())
     kinds = {e["type"] for e in evts}

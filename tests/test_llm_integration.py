@@ -24,7 +24,11 @@ def test_text_to_video_with_the_embedded_llm(tmp_path: Path) -> None:
     assert planner[0]["candidates"] == ["prompt_agent", "image_agent"]
     assert planner[0]["raw_choice"] is not None and planner[0]["chosen"] in planner[0]["candidates"]
     tool_calls = [e for e in events if e["type"] == "tool_call" and not e.get("error")]
-    assert [e["tool"] for e in tool_calls if e["tool"] != "enhance_prompt"] == ["text_to_image", "image_to_video", "extend_video"]
+    assert [e["tool"] for e in tool_calls if e["tool"] != "enhance_prompt"] == [
+        "text_to_image",
+        "image_to_video",
+        "extend_video",
+    ]
     # The agents (not only the plan's fallback) made real tool calls through the LLM's JSON.
     assert any(e["agent"] in ("image_agent", "video_agent") for e in tool_calls)
     frames = ArtifactStore(r.run_dir).frames(r.final_id)
