@@ -123,7 +123,11 @@ class PipelineLoader:
             self.on_event(event)
 
     def get(self, role: str, part: str = "main") -> Any:
-        """The pipeline of ``role`` (``part="refiner"`` for its refiner), loaded once per process."""
+        """The pipeline of ``role`` (``part="refiner"`` for its refiner), loaded once per process.
+
+        On CUDA (or when the profile sets ``vram_budget_gb``) the device's memory manager places it: resident within
+        the budget (least recently used pipelines evicted to the CPU), or offloaded when it cannot fit.
+        """
         cfg = self.profile.role(role)
         if part == "refiner":
             if cfg.refiner is None:
@@ -131,60 +135,175 @@ class PipelineLoader:
             cfg = cfg.refiner
         device = self.device_for(role)
         dtype = self.dtype_for(role)
-        key = (cfg.pipeline, cfg.model, cfg.variant, str(dtype), str(device), cfg.offload, cfg.vae_tiling)
+        key = (
+            cfg.pipeline, cfg.model, cfg.variant, str(dtype), str(device), cfg.offload, cfg.vae_tiling,
+            tuple(cfg.speedups), self.profile.vram_budget_gb,
+        )
         with _LOCK:
             pipe = _CACHE.get(key)
-            if pipe is not None:
-                return pipe
-            shared = {}
-            if part == "refiner":
-                base = self.get(role)
-                # SDXL's refiner uses the base's VAE and second text encoder: load them once.
-                shared = {
-                    name: getattr(base, name)
-                    for name in ("vae", "text_encoder_2", "tokenizer_2")
-                    if getattr(base, name, None) is not None
-                }
-            pipe = self._load(role, cfg, device, dtype, shared)
-            _CACHE[key] = pipe
-            LOAD_COUNTS[key] += 1
+            if pipe is None:
+                shared = {}
+                if part == "refiner":
+                    base = self.get(role)
+                    # SDXL's refiner uses the base's VAE and second text encoder: load them once.
+                    shared = {
+                        name: getattr(base, name)
+                        for name in ("vae", "text_encoder_2", "tokenizer_2")
+                        if getattr(base, name, None) is not None
+                    }
+                pipe = self._load(role, cfg, device, dtype, shared, key)
+                _CACHE[key] = pipe
+                LOAD_COUNTS[key] += 1
+            manager = self._manager(device)
+            if manager is not None and key in manager.units:
+                return manager.activate(key)
             return pipe
 
-    def _load(self, role: str, cfg: RoleConfig, device: torch.device, dtype: torch.dtype, shared: dict) -> Any:
+    def _manager(self, device: torch.device) -> Any:
+        """The device's memory manager, or None where pipelines are simply moved (CPU without a budget)."""
+        if device.type != "cuda" and self.profile.vram_budget_gb is None:
+            return None
+        from tools.memory_manager import manager_for
+
+        return manager_for(device, self.profile.vram_budget_gb)
+
+    def _load(
+        self, role: str, cfg: RoleConfig, device: torch.device, dtype: torch.dtype, shared: dict, key: tuple = ()
+    ) -> Any:
         self._emit({"type": "load", "phase": "start", "role": role, "model": cfg.model})
         start = time.perf_counter()
         cls = _pipeline_class(cfg.pipeline)  # diffusers imports pipeline modules lazily: count that as loading
-        path = _model_path(cfg)
-        kwargs: dict[str, Any] = {"dtype": dtype, **shared}
-        if cfg.variant:
-            kwargs["variant"] = cfg.variant
-        try:
-            pipe = cls.from_pretrained(path, **kwargs)
-        except (OSError, ValueError) as err:
-            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            raise ModelLoadError(
-                f"could not load {cfg.pipeline} from {cfg.model!r} for role {role!r}: {first} "
-                "(download the weights first, or point the profile at a local folder)"
-            ) from err
-        if cfg.offload == "model" and device.type == "cuda":
-            pipe.enable_model_cpu_offload(device=device)
-        elif cfg.offload == "sequential" and device.type == "cuda":
-            pipe.enable_sequential_cpu_offload(device=device)
+        manager = self._manager(device)
+        if cfg.model.startswith("fullsize:"):
+            pipe = self._build_full_size(cfg, device, dtype, shared, manager)
         else:
-            pipe.to(device)
-        if cfg.vae_tiling and hasattr(getattr(pipe, "vae", None), "enable_tiling"):
-            pipe.vae.enable_tiling()
+            path = _model_path(cfg)
+            kwargs: dict[str, Any] = {"dtype": dtype, **shared}
+            if cfg.variant:
+                kwargs["variant"] = cfg.variant
+            try:
+                pipe = cls.from_pretrained(path, **kwargs)
+            except (OSError, ValueError) as err:
+                first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+                raise ModelLoadError(
+                    f"could not load {cfg.pipeline} from {cfg.model!r} for role {role!r}: {first} "
+                    "(download the weights first, or point the profile at a local folder)"
+                ) from err
+        apply_speedups(pipe, cfg.speedups)
+        if manager is not None:
+            from tools.memory_manager import reserve_bytes
+
+            # The manager decides: resident (moved on activate) or one kind of offload -- never both.
+            unit = manager.add(key, pipe, reserve_bytes(cfg.pipeline, cfg.reserve_gb), cfg.offload)
+            if cfg.vae_tiling and hasattr(getattr(pipe, "vae", None), "enable_tiling"):
+                pipe.vae.enable_tiling()
+            for note in unit.notes:
+                logger.info("%s: %s", role, note)
+            placement = unit.placement
+        else:
+            if cfg.offload == "model" and device.type == "cuda":
+                pipe.enable_model_cpu_offload(device=device)
+            elif cfg.offload == "sequential" and device.type == "cuda":
+                pipe.enable_sequential_cpu_offload(device=device)
+            else:
+                pipe.to(device)
+            if cfg.vae_tiling and hasattr(getattr(pipe, "vae", None), "enable_tiling"):
+                pipe.vae.enable_tiling()
+            placement = "resident" if cfg.offload in ("none", "auto") else cfg.offload
         pipe.set_progress_bar_config(disable=True)
         seconds = time.perf_counter() - start
         self.load_seconds += seconds
-        logger.info("loaded %s for %s from %s in %.2fs on %s", cfg.pipeline, role, cfg.model, seconds, device)
-        self._emit({"type": "load", "phase": "end", "role": role, "model": cfg.model, "seconds": seconds})
+        logger.info("loaded %s for %s from %s in %.2fs on %s (%s)", cfg.pipeline, role, cfg.model, seconds, device, placement)
+        self._emit(
+            {"type": "load", "phase": "end", "role": role, "model": cfg.model, "seconds": seconds, "placement": placement}
+        )
         return pipe
+
+    def _build_full_size(
+        self, cfg: RoleConfig, device: torch.device, dtype: torch.dtype, shared: dict, manager: Any
+    ) -> Any:
+        """``fullsize:<hub id>``: the architecture at full size with random weights, built in-process (no disk)."""
+        from tools.full_size import build_pipeline, estimate_bytes
+
+        hub_id = cfg.model.removeprefix("fullsize:")
+        build_on = device
+        if manager is not None and device.type == "cuda":
+            # Random init is fast on the GPU; make room for it first, then hand the CPU copy to the manager.
+            manager.make_room(estimate_bytes(hub_id, dtype))
+        try:
+            pipe = build_pipeline(hub_id, dtype, build_on, **shared)
+        except ValueError as err:
+            raise ModelLoadError(str(err)) from err
+        if manager is not None and device.type == "cuda":
+            pipe.to("cpu")  # the manager places it (resident or offloaded)
+            torch.cuda.empty_cache()
+        return pipe
+def apply_speedups(pipe: Any, names: list[str] | tuple[str, ...]) -> None:
+    """Apply output-preserving speed options (see bench/SPEED_NOTES.md for what each one measured).
+
+    ``channels_last``: 4-D conv weights in NHWC so cuDNN runs its tensor-core kernels without layout transposes.
+    ``cudnn_attention``: prefer cuDNN's fused attention (Hopper kernels) for the denoiser's SDPA calls.
+    ``fused_qkv``: one matmul for q, k, v in self-attention (where the denoiser supports it).
+    ``compile``: regional ``torch.compile`` of the denoiser's blocks (down/mid/up blocks, or repeated transformer
+    blocks), so compile time stays in seconds per distinct block and shapes stay static.
+    ``vae_compile``: ``torch.compile`` of the VAE decoder.
+    """
+    if not names:
+        return
+    den = getattr(pipe, "unet", None) or getattr(pipe, "transformer", None)
+    vae = getattr(pipe, "vae", None)
+    if "channels_last" in names:
+        for module in (den, vae):
+            if module is not None:
+                for p in module.parameters():
+                    if p.dim() == 4:
+                        p.data = p.data.contiguous(memory_format=torch.channels_last)
+    if "fused_qkv" in names and den is not None and hasattr(den, "fuse_qkv_projections"):
+        try:
+            den.fuse_qkv_projections()
+        except (ValueError, AttributeError, NotImplementedError) as err:  # not every denoiser supports it
+            logger.info("fused_qkv not applied to %s: %s", type(den).__name__, err)
+    if "cudnn_attention" in names and den is not None:
+        _prefer_cudnn_attention(den)
+    if "compile" in names and den is not None:
+        compile_regions(den)
+    if "vae_compile" in names and vae is not None and hasattr(vae, "decoder"):
+        vae.decoder.compile(dynamic=False)
+
+
+def _prefer_cudnn_attention(module: torch.nn.Module) -> None:
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    order = [SDPBackend.CUDNN_ATTENTION, SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
+    forward = module.forward
+
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        with sdpa_kernel(order, set_priority=True):
+            return forward(*args, **kwargs)
+
+    module.forward = wrapped
+
+
+def compile_regions(module: torch.nn.Module) -> None:
+    """Regional compile: each distinct block compiled once; repeated transformer blocks share one compiled graph."""
+    if getattr(module, "_repeated_blocks", None) and type(module).__name__.startswith("Wan"):
+        module.compile_repeated_blocks(fullgraph=True, dynamic=False)
+        return
+    blocks = [*getattr(module, "down_blocks", []), getattr(module, "mid_block", None), *getattr(module, "up_blocks", [])]
+    blocks = [b for b in blocks if b is not None]
+    if not blocks:
+        module.compile(dynamic=False)
+        return
+    for block in blocks:
+        block.compile(dynamic=False)
 
 
 def clear_cache() -> None:
     """Forget every loaded pipeline (frees memory; the next ``get`` loads again)."""
+    from tools.memory_manager import reset_managers
+
     with _LOCK:
         _CACHE.clear()
+        reset_managers()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
