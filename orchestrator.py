@@ -34,6 +34,7 @@ from group_chat.llm_backends import TimedClient, check_llm_spec, make_llm_client
 from group_chat.plan_state import PlanState, guess_intent
 from group_chat.plans import TASK_HELP, TASKS, check_task_inputs
 from group_chat.session import DEFAULT_MAX_TURNS, GroupChatSession, RunIncomplete
+from group_chat.story import StoryRenderer, split_shots
 from group_chat.transcript import Transcript
 from tools.artifacts import Artifact, ArtifactStore
 from tools.context import ToolContext
@@ -128,6 +129,7 @@ class Orchestrator:
         self.runs_dir = Path(runs_dir) if runs_dir else DEFAULT_RUNS_DIR
         self.on_event = on_event
         self.max_turns = max_turns
+        self.story_overlap = True  # stories: overlap shot k+1's image with shot k's video (False: one at a time)
         self._clients: dict[str, Any] = {}
 
     def client(self, role: str = "planner") -> Any:
@@ -284,6 +286,8 @@ class ChatSession:
             out = self.orch.runs_dir / f"{stamp}-{task}-{uuid.uuid4().hex[:4]}"
         out = Path(out)
         _check_out_dir(out)
+        if task == "story" and self.orch.llm != "none":
+            raise InputError("story renders its shots with the fixed plan (in parallel); use --llm none")
         client = self.orch.client()  # an LLM that cannot start fails here, before the run folder exists
 
         meta = {
@@ -344,6 +348,10 @@ class ChatSession:
                 image_id = first.id
                 if n_segments is None:
                     n_segments = _segments_to_cover(store.get(clip_ids[0]).frames or 1, profile)
+            if task == "story":
+                await self._render_story(prompt or "", n_segments or 1)
+                self._wall += time.perf_counter() - wall_start
+                return self._finish(decode_seconds)
             if n_segments is None:
                 n_segments = profile.segments if task in ("text-to-video", "digital-world") and image_id is None else 1
             self.state = PlanState.for_task(
@@ -356,6 +364,16 @@ class ChatSession:
             await self._execute(client, request)
         self._wall += time.perf_counter() - wall_start
         return self._finish(decode_seconds)
+
+    async def _render_story(self, prompt: str, segments: int) -> None:
+        """Multi-shot: every shot rendered by the fixed plan with stage overlap, then joined with transitions."""
+        shots = split_shots(prompt)
+        self.transcript.record("note", agent="planner", text=f"story of {len(shots)} shots: " + " | ".join(shots))
+        renderer = StoryRenderer(self.ctx, self.transcript, overlap=self.orch.story_overlap)
+        final_id, _ = await asyncio.to_thread(renderer.render, shots, segments)
+        # Revisions of a story extend its end; its shots are recorded in the manifest.
+        self.state = PlanState(task="story", prompt=prompt, segments=segments, final_id=final_id, finals=[final_id])
+        self.state.save(self.store.run_dir / STATE_FILE)
 
     async def _execute(self, client: Any, request: str | None) -> None:
         if client is None:

@@ -16,7 +16,7 @@ from typing import Any
 from tools.errors import InputError
 from tools.extend_video import MAX_SEGMENTS
 
-TASKS = ("text-to-video", "image-to-video", "extend", "edit", "connect", "digital-world")
+TASKS = ("text-to-video", "image-to-video", "extend", "edit", "connect", "digital-world", "story")
 TASK_HELP = {
     "text-to-video": "make a video from --prompt",
     "image-to-video": "animate --image, guided by --prompt (optional)",
@@ -24,6 +24,7 @@ TASK_HELP = {
     "edit": "edit --video by the instruction in --prompt (edits the first frame, regenerates the motion)",
     "connect": "join two clips (--video A --video B) with a generated transition",
     "digital-world": "a video in Mora's digital-world style, from --prompt, or restyling --image or --video",
+    "story": "several shots from --prompt (one per line, ';' or sentence), rendered with stage overlap and joined",
 }
 AGENT_TOOLS = {
     "prompt_agent": ("enhance_prompt",),
@@ -66,6 +67,7 @@ def check_task_inputs(task: str, prompt: str | None, image: Any, videos: list | 
         "extend": (False, 0, 1),
         "edit": (True, 0, 1),
         "connect": (False, 0, 2),
+        "story": (True, 0, 0),
     }
     if task in needs:
         need_prompt, n_images, n_videos = needs[task]
@@ -85,6 +87,10 @@ def check_task_inputs(task: str, prompt: str | None, image: Any, videos: list | 
             raise InputError(f"digital-world takes at most one --video, got {len(videos)}")
         if not has_prompt and image is None and not videos:
             raise InputError("digital-world needs --prompt TEXT, --image PATH or --video PATH")
+    if task == "story":
+        from group_chat.story import check_story
+
+        check_story(prompt)
     if segments is not None and (
         isinstance(segments, bool) or not isinstance(segments, int) or not 1 <= segments <= MAX_SEGMENTS
     ):

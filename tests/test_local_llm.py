@@ -102,6 +102,7 @@ def big() -> LocalLlamaClient:
 @needs_small
 def test_assemble_verify_reuse_and_rebuild(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OPENMORA_CACHE", str(tmp_path))
+    monkeypatch.delenv("OPENMORA_LLM_CACHE", raising=False)  # conftest keeps the LLM in the user's cache
     spec = MODELS["local-small"]
 
     path = ensure_local_model("local-small")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -27,6 +28,7 @@ from tools.model_loader import PipelineLoader
 from tools.profiles import Profile
 
 logger = logging.getLogger(__name__)
+_TIMINGS_LOCK = threading.Lock()
 
 
 @dataclass
@@ -109,7 +111,8 @@ def call_pipeline(ctx: ToolContext, role: str, pipe: Any, label: str, **kwargs: 
     with torch.inference_mode():
         out = pipe(**kwargs)
     seconds = time.perf_counter() - start
-    ctx.timings["generate"] = ctx.timings.get("generate", 0.0) + seconds
+    with _TIMINGS_LOCK:  # stories render stages in two threads
+        ctx.timings["generate"] = ctx.timings.get("generate", 0.0) + seconds
     logger.debug("%s (%s) took %.2fs", label, role, seconds)
     return out
 
