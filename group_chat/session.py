@@ -221,8 +221,27 @@ class GroupChatSession:
     async def _ask(self, question: str, choices: list[str]) -> str:
         planner = self.client("planner")
         extra = {"choices": choices} if supports_choices(planner) else {}
-        result = await planner.create([UserMessage(content=question, source="user")], extra_create_args=extra)
+        content: Any = question
+        thumb = self._thumbnail() if planner.model_info.get("vision") else None
+        if thumb is not None:
+            # A vision-capable planner sees the newest picture; only this query holds pixels, never the chat state.
+            content = [question + "\nThe newest artifact is shown below.", thumb]
+        result = await planner.create([UserMessage(content=content, source="user")], extra_create_args=extra)
         return result.content if isinstance(result.content, str) else json.dumps(str(result.content))
+
+    def _thumbnail(self, size: int = 256) -> Any:
+        """The newest image, or the newest clip's last frame, as a small AutoGen image (``None`` if there is none)."""
+        from autogen_core import Image as AGImage
+        from PIL import Image
+
+        arts = self.ctx.store.artifacts()
+        if not arts:
+            return None
+        art = arts[-1]
+        pixels = self.ctx.store.image(art.id) if art.kind == "image" else self.ctx.store.frames(art.id)[-1]
+        picture = Image.fromarray(pixels)
+        picture.thumbnail((size, size))
+        return AGImage.from_pil(picture)
 
     def _history(self, limit: int = 8) -> str:
         events = [

@@ -310,3 +310,29 @@ def test_bad_replay_file_is_one_line(tmp_path: Path, capsys) -> None:
     err = capsys.readouterr().err.strip()
     assert code == 2 and "not valid JSON" in err and len(err.splitlines()) == 1
     assert not (tmp_path / "o").exists()
+
+
+def test_vision_planner_sees_a_thumbnail_but_the_chat_keeps_no_pixels(tmp_path: Path) -> None:
+    from autogen_core import Image as AGImage
+
+    replies = [
+        {"tool": "text_to_image", "arguments": {"prompt": "a fox"}},
+        {"tool": "image_to_video", "arguments": {"image_id": "img-0001"}},
+        "animate",
+        {"tool": "image_to_video", "arguments": {"image_id": "img-0001"}},
+    ]
+    orch = Orchestrator(llm=script(tmp_path, ["image_agent", *replies]))
+    replay = orch.client("planner").inner
+    replay._model_info["vision"] = True
+
+    async def go() -> ChatSession:
+        s = orch.chat_session()
+        await s.start("text-to-video", prompt="a fox", segments=1, out=tmp_path / "r")
+        await s.revise("more motion please")
+        return s
+
+    session = asyncio.run(go())
+    revision_query = replay.create_calls[-2]["messages"][0].content
+    assert isinstance(revision_query, list) and isinstance(revision_query[1], AGImage)
+    assert revision_query[1].image.size[0] <= 256
+    assert "base64" not in (session.run_dir / "team_state.json").read_text()
