@@ -156,11 +156,7 @@ class PlanState:
         for i, step in enumerate(self.steps):
             if step.status != "pending":
                 continue
-            if (
-                step.tool == tool
-                and step.agent in (agent, "plan_runner")
-                or (agent == "plan_runner" and step.tool == tool)
-            ):
+            if step.tool == tool:  # whoever calls the step's tool (its agent, or plan_runner) completes it
                 # An optional step right before is skipped when its successor acts first.
                 for earlier in self.steps[:i]:
                     if earlier.status == "pending" and earlier.tool in OPTIONAL_TOOLS:

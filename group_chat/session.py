@@ -290,6 +290,21 @@ class GroupChatSession:
         )
         return chosen or default
 
+    def _record_plan_decision(self, decision: str, step: Step, chosen: str, reason: str) -> None:
+        """A turn the plan decided without asking the LLM (a retry, or the fallback to plan_runner)."""
+        self.transcript.record(
+            "planner",
+            agent="planner",
+            decision=decision,
+            candidates=[step.agent],
+            raw_choice=None,
+            valid=decision != "fallback",
+            fallback_used=decision == "fallback",
+            chosen=chosen,
+            reason=reason,
+            request=self.state.request,
+        )
+
     async def _select(self, thread: Sequence[BaseAgentEvent | BaseChatMessage]) -> str | None:
         self.observe(thread)
         state = self.state
@@ -300,31 +315,16 @@ class GroupChatSession:
         if previous is not None and previous.status == "pending" and previous is step:
             # The agent's turn ended without finishing its step.
             if step.attempts >= 2:
-                self.transcript.record(
-                    "planner",
-                    agent="planner",
-                    decision="fallback",
-                    candidates=[step.agent],
-                    raw_choice=None,
-                    valid=False,
-                    fallback_used=True,
-                    chosen=PLAN_RUNNER,
-                    reason=f"{step.agent} did not complete {step.tool} in {step.attempts} turns; the plan runs it",
-                    request=state.request,
+                self._record_plan_decision(
+                    "fallback",
+                    step,
+                    PLAN_RUNNER,
+                    f"{step.agent} did not complete {step.tool} in {step.attempts} turns; the plan runs it",
                 )
                 self._selected_for = step
                 return PLAN_RUNNER
-            self.transcript.record(
-                "planner",
-                agent="planner",
-                decision="retry",
-                candidates=[step.agent],
-                raw_choice=None,
-                valid=True,
-                fallback_used=False,
-                chosen=step.agent,
-                reason=f"{step.agent} did not complete {step.tool}; one retry",
-                request=state.request,
+            self._record_plan_decision(
+                "retry", step, step.agent, f"{step.agent} did not complete {step.tool}; one retry"
             )
             step.attempts += 1
             self._selected_for = step
