@@ -159,7 +159,9 @@ def make_inputs(folder: Path, width: int, height: int, frames: int) -> dict[str,
 
     folder.mkdir(parents=True, exist_ok=True)
     y, x = np.mgrid[0:height, 0:width]
-    img = np.stack([(x * 255 // width), (y * 255 // height), ((x + y) * 127 // (width + height)) + 64], -1).astype(np.uint8)
+    img = np.stack([(x * 255 // width), (y * 255 // height), ((x + y) * 127 // (width + height)) + 64], -1).astype(
+        np.uint8
+    )
     write_image(img, folder / "input.png")
     clips = {}
     for name, shift in (("clip_a", 0), ("clip_b", 97)):
@@ -201,13 +203,17 @@ def bench_profile(name: str, args: argparse.Namespace) -> Any:
 
 
 def pipeline_stage(role: str, part: str = "main") -> str:
-    return {"text_to_image": "sdxl_base", "edit_image": "ip2p", "image_to_video": "svd", "connect_frames": "wan_flf"}[
-        role
-    ] if part == "main" else "sdxl_refiner"
+    return (
+        {"text_to_image": "sdxl_base", "edit_image": "ip2p", "image_to_video": "svd", "connect_frames": "wan_flf"}[role]
+        if part == "main"
+        else "sdxl_refiner"
+    )
 
 
 # ----- OpenMora's path ---------------------------------------------------------------------------------------------
-def run_openmora(profile: Any, tasks: list[str], inputs: dict, args: argparse.Namespace, label: str, timer: StageTimer) -> dict:
+def run_openmora(
+    profile: Any, tasks: list[str], inputs: dict, args: argparse.Namespace, label: str, timer: StageTimer
+) -> dict:
     from orchestrator import Orchestrator
     from tools.model_loader import PipelineLoader, clear_cache
 
@@ -260,9 +266,7 @@ def run_openmora(profile: Any, tasks: list[str], inputs: dict, args: argparse.Na
             stages["video_encode"] = round(tm["encode_s"], 3)
             stages["load_in_run"] = round(tm["load_s"], 3)
             stages["orchestration"] = round(max(0.0, wall - tm["generate_s"] - tm["encode_s"] - tm["load_s"]), 3)
-            stages["pipelines_other"] = round(
-                max(0.0, tm["generate_s"] - sum(v for k, v in timer.seconds.items())), 3
-            )
+            stages["pipelines_other"] = round(max(0.0, tm["generate_s"] - sum(v for k, v in timer.seconds.items())), 3)
             results[task] = {
                 "wall_s": round(wall, 3),
                 "stages_s": stages,
@@ -293,13 +297,29 @@ def warmup(pipe: Any, role: str, part: str, profile: Any) -> None:
             pipe(prompt="warm", height=h, width=w, generator=gen, output_type="latent", **params)
         elif role == "text_to_image":
             lat = torch.zeros(1, 4, h // 8, w // 8, dtype=pipe.unet.dtype, device=pipe._execution_device) + 0.1
-            pipe(prompt="warm", image=lat, denoising_start=0.8, generator=gen, output_type="latent", num_inference_steps=5)
+            pipe(
+                prompt="warm",
+                image=lat,
+                denoising_start=0.8,
+                generator=gen,
+                output_type="latent",
+                num_inference_steps=5,
+            )
         elif role == "edit_image":
             pipe(prompt="warm", image=img, generator=gen, output_type="latent", **params)
         elif role == "image_to_video":
             pipe(image=img, height=h, width=w, generator=gen, output_type="np", **params)
         else:
-            pipe(image=img, last_image=img, prompt="warm", height=h, width=w, generator=gen, output_type="latent", **params)
+            pipe(
+                image=img,
+                last_image=img,
+                prompt="warm",
+                height=h,
+                width=w,
+                generator=gen,
+                output_type="latent",
+                **params,
+            )
 
 
 # ----- Mora's path -------------------------------------------------------------------------------------------------
@@ -403,9 +423,16 @@ class MoraBaseline:
         p = self.profile
         steps = p.roles["text_to_image"].params.get("num_inference_steps", 40)
         if "sdxl_refiner" not in self.pipes:  # --tiny: no refiner
-            return self.pipes["sdxl_base"](prompt=prompt, num_inference_steps=steps, height=p.height, width=p.width).images[0]
+            return self.pipes["sdxl_base"](
+                prompt=prompt, num_inference_steps=steps, height=p.height, width=p.width
+            ).images[0]
         image = self.pipes["sdxl_base"](
-            prompt=prompt, num_inference_steps=steps, denoising_end=0.8, height=p.height, width=p.width, output_type="latent"
+            prompt=prompt,
+            num_inference_steps=steps,
+            denoising_end=0.8,
+            height=p.height,
+            width=p.width,
+            output_type="latent",
         ).images
         return self.pipes["sdxl_refiner"](
             prompt=prompt, num_inference_steps=steps, denoising_start=0.8, height=p.height, width=p.width, image=image
@@ -436,15 +463,23 @@ class MoraBaseline:
     def ip2p(self, image: Any, instruction: str) -> Any:
         prm = self.profile.roles["edit_image"].params
         return self.pipes["ip2p"](
-            instruction, image=image, generator=torch.manual_seed(42), num_inference_steps=prm.get("num_inference_steps", 100)
+            instruction,
+            image=image,
+            generator=torch.manual_seed(42),
+            num_inference_steps=prm.get("num_inference_steps", 100),
         ).images[0]
 
     def connect(self, a_last: Any, b_first: Any) -> list:
         p = self.profile
         prm = p.roles["connect_frames"].params
         return self.pipes["wan_flf"](
-            image=a_last, last_image=b_first, prompt="a smooth continuous transition between two scenes",
-            height=p.height, width=p.width, generator=torch.manual_seed(42), **prm,
+            image=a_last,
+            last_image=b_first,
+            prompt="a smooth continuous transition between two scenes",
+            height=p.height,
+            width=p.width,
+            generator=torch.manual_seed(42),
+            **prm,
         ).frames[0]
 
     def run(self, task: str, inputs: dict, out: Path) -> tuple[list, float]:
@@ -531,7 +566,6 @@ def denoiser_flops(timer: StageTimer) -> dict[str, float]:
         module = timer.modules.get(label)
         if module is None:
             continue
-        fwd = type(module).forward
         try:
             with torch.inference_mode(), FlopCounterMode(display=False) as fc:
                 module(*a, **kw)
@@ -567,6 +601,15 @@ def run_precision(profile_opt: Any, args: argparse.Namespace) -> dict:
     dev = "cuda" if torch.cuda.is_available() else "cpu"
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
+    # CPU randn draws different numbers in float16 than in float32: draw every noise tensor in float32 and cast,
+    # so the fp32 reference and the fp16 runs start from the same noise.
+    import diffusers.pipelines.stable_video_diffusion.pipeline_stable_video_diffusion as svd_mod
+    from diffusers.utils.torch_utils import randn_tensor as _randn
+
+    def randn32(shape: Any, generator: Any = None, device: Any = None, dtype: Any = None, layout: Any = None) -> Any:
+        return _randn(shape, generator=generator, device=device, dtype=torch.float32).to(dtype)
+
+    svd_mod.randn_tensor = randn32
 
     def calls(pipes: dict) -> dict[str, torch.Tensor]:
         out = {}
@@ -574,28 +617,53 @@ def run_precision(profile_opt: Any, args: argparse.Namespace) -> dict:
         with torch.inference_mode():
             if "svd" in pipes and elapsed() < args.deadline:
                 prm = dict(p.roles["image_to_video"].params)
-                out["svd"] = pipes["svd"](image=img, height=h, width=w, output_type="latent",
-                                          generator=torch.Generator("cpu").manual_seed(1), **prm).frames.float()
+                out["svd"] = pipes["svd"](
+                    image=img,
+                    height=h,
+                    width=w,
+                    output_type="latent",
+                    generator=torch.Generator("cpu").manual_seed(1),
+                    **prm,
+                ).frames.float()
             if "sdxl_refiner" in pipes and elapsed() < args.deadline:
                 steps = p.roles["text_to_image"].params.get("num_inference_steps", 40)
-                lat = pipes["sdxl_base"](prompt=PROMPT, num_inference_steps=steps, denoising_end=0.8, height=h, width=w,
-                                         output_type="latent", generator=torch.Generator("cpu").manual_seed(1)).images
-                out["sdxl"] = pipes["sdxl_refiner"](prompt=PROMPT, num_inference_steps=steps, denoising_start=0.8,
-                                                    image=lat, output_type="latent",
-                                                    generator=torch.Generator("cpu").manual_seed(1)).images.float()
+                lat = pipes["sdxl_base"](
+                    prompt=PROMPT,
+                    num_inference_steps=steps,
+                    denoising_end=0.8,
+                    height=h,
+                    width=w,
+                    output_type="latent",
+                    generator=torch.Generator("cpu").manual_seed(1),
+                ).images
+                out["sdxl"] = pipes["sdxl_refiner"](
+                    prompt=PROMPT,
+                    num_inference_steps=steps,
+                    denoising_start=0.8,
+                    image=lat,
+                    output_type="latent",
+                    generator=torch.Generator("cpu").manual_seed(1),
+                ).images.float()
             if "ip2p" in pipes and elapsed() < args.deadline:
                 prm = dict(p.roles["edit_image"].params)
-                out["ip2p"] = pipes["ip2p"](prompt=EDIT, image=img, output_type="latent",
-                                            generator=torch.Generator("cpu").manual_seed(1), **prm).images.float()
+                out["ip2p"] = pipes["ip2p"](
+                    prompt=EDIT, image=img, output_type="latent", generator=torch.Generator("cpu").manual_seed(1), **prm
+                ).images.float()
         return out
 
     # 1. optimized: OpenMora's loader with the profile's speedups (compiled graphs reused from the optimized phase).
     loader = PipelineLoader(profile_opt)
     opt = {}
     t = time.perf_counter()
-    for role, part, name in (("text_to_image", "main", "sdxl_base"), ("text_to_image", "refiner", "sdxl_refiner"),
-                             ("edit_image", "main", "ip2p"), ("image_to_video", "main", "svd")):
+    for role, part, name in (
+        ("text_to_image", "main", "sdxl_base"),
+        ("text_to_image", "refiner", "sdxl_refiner"),
+        ("edit_image", "main", "ip2p"),
+        ("image_to_video", "main", "svd"),
+    ):
         if part == "refiner" and profile_opt.roles[role].refiner is None:
+            continue
+        if name.split("_")[0] not in args.precision_stages.split(","):
             continue
         opt[name] = loader.get(role, part)
     got_opt = calls(opt)
@@ -612,6 +680,8 @@ def run_precision(profile_opt: Any, args: argparse.Namespace) -> dict:
         mb = MoraBaseline(profile_opt, base_args, StageTimer())
         mb.dtype = dtype
         for group in (("svd",), ("sdxl",), ("ip2p",)):
+            if group[0] not in args.precision_stages.split(","):
+                continue
             if elapsed() > args.deadline:
                 break
             mb.pipes.clear()
@@ -634,6 +704,8 @@ def run_precision(profile_opt: Any, args: argparse.Namespace) -> dict:
             entry["fp16_vs_fp32"] = rel_err(got["fp16"][stage], ref)
         if stage in got_opt:
             entry["optimized_vs_fp32"] = rel_err(got_opt[stage], ref)
+        if stage in got_opt and stage in got["fp16"]:
+            entry["optimized_vs_fp16"] = rel_err(got_opt[stage], got["fp16"][stage])
         if "fp16_vs_fp32" in entry and "optimized_vs_fp32" in entry:
             entry["ratio"] = entry["optimized_vs_fp32"] / max(entry["fp16_vs_fp32"], 1e-30)
             entry["keeps_output"] = bool(entry["ratio"] <= 2.0)
@@ -730,8 +802,13 @@ def run_ablation(args: argparse.Namespace) -> dict:
         u = build_component(spec.components["unet"], torch.bfloat16, dev)
         _prefer_cudnn_attention(u)
         step_s, out = time_unet(u, reps)
-        rows.append({"variant": "bf16 eager (not output-preserving)", "unet_step_s": round(step_s, 4),
-                     "rel_err_vs_fp32": rel_err(out, ref)})
+        rows.append(
+            {
+                "variant": "bf16 eager (not output-preserving)",
+                "unet_step_s": round(step_s, 4),
+                "rel_err_vs_fp32": rel_err(out, ref),
+            }
+        )
         del u
         gc.collect()
         torch.cuda.empty_cache()
@@ -759,7 +836,9 @@ def run_ablation(args: argparse.Namespace) -> dict:
                 for i in range(0, f, 12):
                     vae16.decode(lat[i : i + 12], num_frames=lat[i : i + 12].shape[0])
                 sync()
-            vrows.append({"variant": name, "decode_s": round(time.perf_counter() - t, 4), "peak_gb": round(peak_gb(), 2)})
+            vrows.append(
+                {"variant": name, "decode_s": round(time.perf_counter() - t, 4), "peak_gb": round(peak_gb(), 2)}
+            )
             log.info("ablation vae %s: %s", name, vrows[-1])
         except Exception as err:
             log.error("ablation vae %s failed: %s", name, err)
@@ -781,7 +860,9 @@ def table(results: dict, flops: dict[str, float]) -> str:
         if not r:
             continue
         lines.append(f"\n== {mode} ==")
-        lines.append(f"{'task':15} {'wall s':>8} {'speedup':>8} {'peak GB':>8} {'floor s':>8} {'meas/floor':>10}  stages (s)")
+        lines.append(
+            f"{'task':15} {'wall s':>8} {'speedup':>8} {'peak GB':>8} {'floor s':>8} {'meas/floor':>10}  stages (s)"
+        )
         for task in TASKS:
             e = r.get(task)
             if not e:
@@ -794,7 +875,9 @@ def table(results: dict, flops: dict[str, float]) -> str:
             sp = f"{b / e['wall_s']:.2f}x" if b else "-"
             ratio = f"{e['wall_s'] / floor:.1f}" if floor else "-"
             st = " ".join(f"{k}={v:.2f}" for k, v in e["stages_s"].items() if v)
-            lines.append(f"{task:15} {e['wall_s']:8.2f} {sp:>8} {e['peak_vram_gb']:8.1f} {floor:8.2f} {ratio:>10}  {st}")
+            lines.append(
+                f"{task:15} {e['wall_s']:8.2f} {sp:>8} {e['peak_vram_gb']:8.1f} {floor:8.2f} {ratio:>10}  {st}"
+            )
     return "\n".join(lines)
 
 
@@ -802,8 +885,12 @@ def summary_json(results: dict, flops: dict[str, float]) -> dict:
     out = {}
     prec = results.get("precision", {})
     stage_of = {
-        "text-to-video": ["sdxl", "svd"], "image-to-video": ["svd"], "extend": ["svd"],
-        "edit": ["ip2p", "svd"], "digital-world": ["ip2p", "svd"], "connect": [],
+        "text-to-video": ["sdxl", "svd"],
+        "image-to-video": ["svd"],
+        "extend": ["svd"],
+        "edit": ["ip2p", "svd"],
+        "digital-world": ["ip2p", "svd"],
+        "connect": [],
     }
     for task in TASKS:
         b = results.get("baseline", {}).get(task, {})
@@ -835,6 +922,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-compile", action="store_true", help="drop compile speedups (smoke runs)")
     ap.add_argument("--ablation-no-compile", action="store_true", help="ablation without the compile variant")
     ap.add_argument("--baseline-tasks", default="", help="tasks for the baseline phase (default: --tasks)")
+    ap.add_argument("--precision-stages", default="svd,sdxl,ip2p", help="stages the precision phase checks")
     ap.add_argument("--deadline", type=float, default=1e9, help="skip remaining work after this many seconds")
     args = ap.parse_args(argv)
     out = Path(args.out)
@@ -853,8 +941,13 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(1)
     phases = [p for p in args.phases.split(",") if p]
     tasks = [t for t in args.tasks.split(",") if t]
-    results: dict[str, Any] = {"device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
-                               "torch": torch.__version__, "phases": phases, "tasks": tasks, "steps_override": args.steps}
+    results: dict[str, Any] = {
+        "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
+        "torch": torch.__version__,
+        "phases": phases,
+        "tasks": tasks,
+        "steps_override": args.steps,
+    }
     json_path = out / "bench.json"
 
     def save() -> None:
@@ -888,7 +981,9 @@ def main(argv: list[str] | None = None) -> int:
                 if not flops:
                     flops.update(denoiser_flops(timer))
             elif phase == "lowvram":
-                results["lowvram"] = run_openmora(bench_profile("mora-lowvram", args), tasks, inputs, args, "lowvram", timer)
+                results["lowvram"] = run_openmora(
+                    bench_profile("mora-lowvram", args), tasks, inputs, args, "lowvram", timer
+                )
                 if not flops:
                     flops.update(denoiser_flops(timer))
             elif phase == "precision":

@@ -155,7 +155,9 @@ def build_component(rel: str, dtype: torch.dtype = torch.float16, device: str | 
         import transformers
 
         arch = cfg["architectures"][0]
-        conf = getattr(transformers, _TRANSFORMERS_CONFIG[arch])(**{k: v for k, v in cfg.items() if k != "architectures"})
+        conf = getattr(transformers, _TRANSFORMERS_CONFIG[arch])(
+            **{k: v for k, v in cfg.items() if k != "architectures"}
+        )
         torch.manual_seed(_SEED)
         with torch.device(device), _default_dtype(dtype):
             model = getattr(transformers, arch)(conf)

@@ -1,0 +1,59 @@
+"""Every `mora` task end to end at Mora's settings with full-size random-weight models (same path as the bench)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+pytestmark = pytest.mark.gpu
+
+TASKS = ("text-to-video", "image-to-video", "extend", "edit", "digital-world", "connect")
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+    from bench.gpu_bench import make_inputs
+    from tools.full_size import full_size_profile
+    from tools.profiles import load_profile
+
+    root = tmp_path_factory.mktemp("full")
+    profile = full_size_profile(load_profile("mora"), root=root / "models")
+    inputs = make_inputs(root / "inputs", profile.width, profile.height, 25)
+    return profile, inputs, root
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_mora_task_end_to_end(setup, task):
+    from bench.gpu_bench import task_kwargs
+    from orchestrator import Orchestrator
+
+    profile, inputs, root = setup
+    res = Orchestrator(profile=profile, llm="none", runs_dir=root / "runs").run(
+        task, seed=0, **task_kwargs(task, inputs, profile.segments)
+    )
+    assert res.final_video.exists()
+    final = res.artifacts[-1]
+    assert (final.width, final.height) == (1024, 576)
+    if task == "text-to-video":
+        assert final.frames == 25 + 2 * 24  # 3 SVD segments chained on the last frame
+
+
+def test_lowvram_profile_stays_within_24_gb(setup):
+    from bench.gpu_bench import task_kwargs
+    from orchestrator import Orchestrator
+    from tools.full_size import full_size_profile
+    from tools.model_loader import clear_cache
+    from tools.profiles import load_profile
+
+    _, inputs, root = setup
+    clear_cache()
+    profile = full_size_profile(load_profile("mora-lowvram"), root=root / "models")
+    torch.cuda.reset_peak_memory_stats()
+    Orchestrator(profile=profile, llm="none", runs_dir=root / "low").run(
+        "image-to-video", seed=0, **task_kwargs("image-to-video", inputs, 1)
+    )
+    assert torch.cuda.max_memory_allocated() < 24 * 2**30
