@@ -173,3 +173,15 @@ def test_user_profile_file(tmp_path: Path) -> None:
     frames, manifest, _ = check_run(r.run_dir)
     assert len(frames) == 6
     assert manifest["run"]["profile"] == "mine"
+
+
+def test_lossless_copy_is_bit_exact(tmp_path: Path) -> None:
+    from tools.video_io import read_frames, write_lossless
+
+    frames = np.random.default_rng(0).integers(0, 256, (5, 64, 96, 3), dtype=np.uint8)
+    write_lossless(frames, 7, tmp_path / "x.mkv")
+    assert np.array_equal(read_frames(tmp_path / "x.mkv"), frames)
+    store = ArtifactStore(tmp_path / "run")
+    art = store.add_video(frames, 7, tool="test")
+    assert art.frames_path.endswith(".lossless.mkv")
+    assert np.array_equal(ArtifactStore(tmp_path / "run").frames(art.id), frames)  # a fresh store reads the file

@@ -1,7 +1,7 @@
 """The artifact store: one folder per run, every image and clip written atomically and recorded in manifest.json.
 
 Artifacts are named by id (``img-0003``, ``clip-0002``); tools pass ids, never pixels. Each video also keeps its
-exact frames losslessly (``clips/clip-0002.frames.npz``) so the next clip chains on the pipeline's own last frame,
+exact frames losslessly (``clips/clip-0002.lossless.mkv``) so the next clip chains on the pipeline's own last frame,
 not on a lossy decode of the MP4. Ids and paths from outside (a prompt, an LLM, a user) are checked so they can
 never resolve outside the run folder.
 
@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from tools.errors import ToolArgumentError
-from tools.video_io import write_image, write_video
+from tools.video_io import read_frames, write_image, write_lossless, write_video
 
 MANIFEST = "manifest.json"
 ID_PATTERN = re.compile(r"^(img|clip)-(\d{4,6})$")
@@ -174,9 +174,11 @@ class ArtifactStore:
         cached = self._frames_cache.get(art.id)
         if cached is not None:
             return cached
-        if art.frames_path:
+        if art.frames_path and art.frames_path.endswith(".npz"):  # runs made before the lossless video copy
             with np.load(self.resolve(art.frames_path)) as data:
                 frames = data["frames"]
+        elif art.frames_path:
+            frames = read_frames(self.resolve(art.frames_path))
         else:  # a clip recorded without a lossless copy: decode the MP4
             from tools.video_io import read_video
 
@@ -246,20 +248,14 @@ class ArtifactStore:
         with self._lock:
             art_id = self._next_id("video")
             rel = f"clips/{art_id}.mp4"
-            rel_frames = f"clips/{art_id}.frames.npz"
+            rel_frames = f"clips/{art_id}.lossless.mkv"
             out = self.resolve(rel)
             out.parent.mkdir(parents=True, exist_ok=True)
             start = time.perf_counter()
             if self.on_event:
                 self.on_event({"type": "encode", "phase": "start", "id": art_id, "frames": int(frames.shape[0])})
             write_video(frames, fps, out)
-            tmp = out.with_name(f".{art_id}.{uuid.uuid4().hex[:8]}.tmp.npz")
-            try:
-                np.savez_compressed(tmp, frames=frames)
-                os.replace(tmp, self.resolve(rel_frames))
-            finally:
-                if tmp.exists():
-                    tmp.unlink()
+            write_lossless(frames, fps, self.resolve(rel_frames))
             self.encode_seconds += time.perf_counter() - start
             if self.on_event:
                 self.on_event({"type": "encode", "phase": "end", "id": art_id})
