@@ -178,18 +178,9 @@ def _extra(kind: Any) -> Any:
 
         return _tokenizer()
     if kind == "clip_image":
-        from transformers import CLIPImageProcessor
+        from tools.tiny_models import clip_image_processor
 
-        return CLIPImageProcessor(
-            crop_size=224,
-            size=224,
-            do_center_crop=True,
-            do_normalize=True,
-            do_resize=True,
-            image_mean=[0.48145466, 0.4578275, 0.40821073],
-            image_std=[0.26862954, 0.26130258, 0.27577711],
-            resample=3,
-        )
+        return clip_image_processor(224)
     return kind
 
 

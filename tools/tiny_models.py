@@ -67,6 +67,22 @@ def _tokenizer():
     return CLIPTokenizer(vocab=vocab, merges=[], model_max_length=77)  # 514 tokens
 
 
+def clip_image_processor(size: int):
+    """CLIP's image preprocessing (OpenAI mean/std, bicubic, centre crop) at ``size``: Wan's image encoder input."""
+    from transformers import CLIPImageProcessor
+
+    return CLIPImageProcessor(
+        crop_size=size,
+        do_center_crop=True,
+        do_normalize=True,
+        do_resize=True,
+        image_mean=[0.48145466, 0.4578275, 0.40821073],
+        image_std=[0.26862954, 0.26130258, 0.27577711],
+        resample=3,
+        size=size,
+    )
+
+
 def _clip_text_encoder(hidden: int = 32):
     from transformers import CLIPTextConfig, CLIPTextModel
 
@@ -234,7 +250,7 @@ def build_connect_frames():
         WanImageToVideoPipeline,
         WanTransformer3DModel,
     )
-    from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModel, UMT5Config, UMT5EncoderModel
+    from transformers import CLIPVisionConfig, CLIPVisionModel, UMT5Config, UMT5EncoderModel
 
     torch.manual_seed(_SEED)
     vae = AutoencoderKLWan(
@@ -287,16 +303,7 @@ def build_connect_frames():
             patch_size=patch,
         )
     ).eval()
-    image_processor = CLIPImageProcessor(
-        crop_size=image_size,
-        do_center_crop=True,
-        do_normalize=True,
-        do_resize=True,
-        image_mean=[0.48145466, 0.4578275, 0.40821073],
-        image_std=[0.26862954, 0.26130258, 0.27577711],
-        resample=3,
-        size=image_size,
-    )
+    image_processor = clip_image_processor(image_size)
     return WanImageToVideoPipeline(
         tokenizer=_tokenizer(),
         text_encoder=text_encoder,
