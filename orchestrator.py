@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import math
 import os
@@ -21,7 +22,7 @@ import shutil
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -468,22 +469,17 @@ class ChatSession:
             self._finish(0.0)
         return self
 
-    def _status_on_failure(self) -> Any:
-        session = self
-
-        class _Guard:
-            def __enter__(self) -> None:
-                return None
-
-            def __exit__(self, kind: Any, err: BaseException | None, tb: Any) -> bool:
-                if err is not None:
-                    status = "interrupted" if isinstance(err, KeyboardInterrupt | asyncio.CancelledError) else "failed"
-                    message = str(err).splitlines()[0] if str(err) else type(err).__name__
-                    session.transcript.record("run_end", agent="orchestrator", status=status, error=message)
-                    session.store.update_meta(status=status, error=message)
-                return False
-
-        return _Guard()
+    @contextlib.contextmanager
+    def _status_on_failure(self) -> Iterator[None]:
+        """Record a failure or an interruption in the transcript and the manifest, then let it propagate."""
+        try:
+            yield
+        except BaseException as err:
+            status = "interrupted" if isinstance(err, KeyboardInterrupt | asyncio.CancelledError) else "failed"
+            message = str(err).splitlines()[0] if str(err) else type(err).__name__
+            self.transcript.record("run_end", agent="orchestrator", status=status, error=message)
+            self.store.update_meta(status=status, error=message)
+            raise
 
     def _finish(self, decode_seconds: float) -> RunResult:
         store, final_id = self.store, self.state.final_id

@@ -10,7 +10,7 @@ Example:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from tools.errors import InputError
@@ -26,24 +26,6 @@ TASK_HELP = {
     "digital-world": "a video in Mora's digital-world style, from --prompt, or restyling --image or --video",
     "story": "several shots from --prompt (one per line, ';' or sentence), rendered with stage overlap and joined",
 }
-AGENT_TOOLS = {
-    "prompt_agent": ("enhance_prompt",),
-    "image_agent": ("text_to_image",),
-    "edit_agent": ("edit_image",),
-    "video_agent": ("image_to_video", "extend_video"),
-    "connection_agent": ("connect_clips",),
-}
-
-
-@dataclass
-class TaskInputs:
-    """A task's validated inputs. ``image`` and ``videos`` are artifact ids of the imported inputs."""
-
-    task: str
-    prompt: str = ""
-    image: str | None = None
-    videos: list[str] = field(default_factory=list)
-    segments: int | None = None
 
 
 @dataclass

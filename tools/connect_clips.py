@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import time
 
-import numpy as np
 from PIL import Image
 
 from tools.context import ToolContext, ToolResult, call_pipeline, generator, to_uint8_frames
 from tools.errors import ToolArgumentError
+from tools.video_io import concatenate
 
 
 def connect_clips(
@@ -64,7 +64,7 @@ def connect_clips(
         description=f"transition from the end of {a.id} to the start of {b.id}",
     )
     # The transition's end frames re-draw A's last and B's first frame: keep the originals, not the copies.
-    joined = np.concatenate([fa, transition[1:-1], fb], axis=0)
+    joined = concatenate([fa, transition[1:-1], fb])
     art = ctx.store.add_video(
         joined,
         ctx.profile.fps,

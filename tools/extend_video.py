@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import time
 
-import numpy as np
-
 from tools.context import ToolContext, ToolResult
 from tools.errors import ToolArgumentError
 from tools.image_to_video import render_segment
+from tools.video_io import concatenate
 
 MAX_SEGMENTS = 12
 
@@ -41,7 +40,7 @@ def extend_video(
         notes += [n for n in seg_notes if n not in notes]
         # The first generated frame re-draws the conditioning frame: drop it so no frame is shown twice.
         pieces.append(frames[1:])
-    joined = np.concatenate(pieces, axis=0)
+    joined = concatenate(pieces)
     art = ctx.store.add_video(
         joined,
         ctx.profile.fps,

@@ -136,8 +136,15 @@ class PipelineLoader:
         device = self.device_for(role)
         dtype = self.dtype_for(role)
         key = (
-            cfg.pipeline, cfg.model, cfg.variant, str(dtype), str(device), cfg.offload, cfg.vae_tiling,
-            tuple(cfg.speedups), self.profile.vram_budget_gb,
+            cfg.pipeline,
+            cfg.model,
+            cfg.variant,
+            str(dtype),
+            str(device),
+            cfg.offload,
+            cfg.vae_tiling,
+            tuple(cfg.speedups),
+            self.profile.vram_budget_gb,
         )
         with _LOCK:
             pipe = _CACHE.get(key)
@@ -213,9 +220,18 @@ class PipelineLoader:
         pipe.set_progress_bar_config(disable=True)
         seconds = time.perf_counter() - start
         self.load_seconds += seconds
-        logger.info("loaded %s for %s from %s in %.2fs on %s (%s)", cfg.pipeline, role, cfg.model, seconds, device, placement)
+        logger.info(
+            "loaded %s for %s from %s in %.2fs on %s (%s)", cfg.pipeline, role, cfg.model, seconds, device, placement
+        )
         self._emit(
-            {"type": "load", "phase": "end", "role": role, "model": cfg.model, "seconds": seconds, "placement": placement}
+            {
+                "type": "load",
+                "phase": "end",
+                "role": role,
+                "model": cfg.model,
+                "seconds": seconds,
+                "placement": placement,
+            }
         )
         return pipe
 
@@ -238,6 +254,8 @@ class PipelineLoader:
             pipe.to("cpu")  # the manager places it (resident or offloaded)
             torch.cuda.empty_cache()
         return pipe
+
+
 def apply_speedups(pipe: Any, names: list[str] | tuple[str, ...]) -> None:
     """Apply output-preserving speed options (see bench/SPEED_NOTES.md for what each one measured).
 
@@ -289,7 +307,11 @@ def compile_regions(module: torch.nn.Module) -> None:
     if getattr(module, "_repeated_blocks", None) and type(module).__name__.startswith("Wan"):
         module.compile_repeated_blocks(fullgraph=True, dynamic=False)
         return
-    blocks = [*getattr(module, "down_blocks", []), getattr(module, "mid_block", None), *getattr(module, "up_blocks", [])]
+    blocks = [
+        *getattr(module, "down_blocks", []),
+        getattr(module, "mid_block", None),
+        *getattr(module, "up_blocks", []),
+    ]
     blocks = [b for b in blocks if b is not None]
     if not blocks:
         module.compile(dynamic=False)

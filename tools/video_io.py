@@ -1,4 +1,4 @@
-"""Video and image I/O on moviepy 2 and Pillow: read, write H.264 MP4, concatenate, first/last frame, fit to size.
+"""Video and image I/O on moviepy 2 and Pillow: read, write H.264 MP4 and lossless copies, concatenate, fit to size.
 
 Frames are ``uint8`` arrays shaped ``(frames, height, width, 3)``.
 
@@ -143,14 +143,6 @@ def fit_frame(frame: np.ndarray, width: int, height: int) -> tuple[np.ndarray, s
     if sw != width or sh != height:
         note += f", centre-cropped {sw - width} px across and {sh - height} px down"
     return np.ascontiguousarray(out), note
-
-
-def first_frame(frames: np.ndarray) -> np.ndarray:
-    return frames[0]
-
-
-def last_frame(frames: np.ndarray) -> np.ndarray:
-    return frames[-1]
 
 
 def concatenate(clips: list[np.ndarray]) -> np.ndarray:
