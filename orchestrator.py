@@ -41,7 +41,7 @@ from tools.artifacts import Artifact, ArtifactStore
 from tools.context import ToolContext
 from tools.errors import InputError, ModelLoadError, OpenMoraError
 from tools.model_loader import PipelineLoader
-from tools.profiles import Profile, available_profiles, load_profile
+from tools.profiles import Profile, available_profiles, fast_variant, load_profile
 from tools.video_io import fit_frame, read_image, read_video_info
 
 logger = logging.getLogger("openmora")
@@ -109,6 +109,8 @@ class Orchestrator:
         runs_dir: where run folders go when ``run(out=...)`` is not given.
         on_event: called with every event (transcript lines, model loading, denoising progress, encoding, chat).
         max_turns: the group chat's turn limit per request.
+        fast: the opt-in fast mode: each role's ``fast`` overrides (fewer steps, diffusers caches, fp8 weights).
+            It changes the output; bench/SPEED_NOTES.md gives its error against an fp32 reference.
 
     Example:
         >>> orch = Orchestrator(profile="tiny")
@@ -124,8 +126,11 @@ class Orchestrator:
         runs_dir: str | Path | None = None,
         on_event: Callable[[dict], None] | None = None,
         max_turns: int = DEFAULT_MAX_TURNS,
+        fast: bool = False,
     ) -> None:
         self.profile = profile if isinstance(profile, Profile) else load_profile(profile)
+        if fast:
+            self.profile = fast_variant(self.profile)
         self.llm = check_llm_spec(llm)
         self.runs_dir = Path(runs_dir) if runs_dir else DEFAULT_RUNS_DIR
         self.on_event = on_event
@@ -575,6 +580,8 @@ def build_parser() -> argparse.ArgumentParser:
         default="tiny",
         help=f"model profile: {', '.join(available_profiles())} or a YAML file (default: tiny, the embedded models)",
     )
+    fast_help = "opt-in fast mode: the profile's faster, output-changing settings (fewer steps, caches, fp8 weights)"
+    run.add_argument("--fast", action="store_true", help=fast_help)
     run.add_argument("--out", help="run folder to create (new or empty); default: runs/<time>-<task>-<id>")
     run.add_argument(
         "--seed", type=int, default=0, help="base random seed; same seed and inputs give the same frames (default 0)"
@@ -604,6 +611,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--llm", default=os.environ.get("OPENMORA_LLM", "local"), help="as for run (default: local, the embedded LLM)"
     )
     chat.add_argument("--profile", default="tiny", help="model profile (default: tiny)")
+    chat.add_argument("--fast", action="store_true", help=fast_help)
     chat.add_argument("--out", help="run folder to create (new or empty)")
     chat.add_argument("--resume", metavar="RUN_DIR", help="continue an earlier chat's run folder")
     chat.add_argument("--task", choices=TASKS, metavar="TASK", help="the first request's task (default: inferred)")
@@ -789,7 +797,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     _configure_logging(args.verbose)
     try:
         progress = _CliProgress()
-        orch = Orchestrator(profile=args.profile, llm=args.llm, on_event=progress, max_turns=args.max_turns)
+        orch = Orchestrator(
+            profile=args.profile, llm=args.llm, on_event=progress, max_turns=args.max_turns, fast=args.fast
+        )
         if args.command == "chat":
             with progress:
                 return asyncio.run(_chat(args, orch, progress.console))

@@ -9,7 +9,9 @@ Phases (``--phases``, comma-separated, run in this order):
   precision  final latents of SDXL+refiner, InstructPix2Pix and one SVD segment: fp32 reference (TF32 off) vs the
              fp16 baseline vs optimized, same seeds and inputs
   lowvram    OpenMora with profile `mora-lowvram` (24 GB budget)
+  vae        SVD's temporal VAE decode alone: eager, cudnn.benchmark, channels_last, compiled decoder
   fast       opt-in output-changing mode (reported apart)
+  lowvram_fast  the fast mode of `mora-lowvram` (fp8 Wan weights: the 14 B transformer fits in 24 GB)
 Per task it prints wall time, per-stage times (each pipeline, denoiser, VAE decode, video encode, orchestration),
 peak VRAM, speedup over the baseline and the FLOP floor of the denoiser passes at the measured bf16 matmul rate.
 
@@ -21,7 +23,6 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import copy
 import functools
 import gc
 import json
@@ -109,6 +110,8 @@ class StageTimer:
             sync()
             self.seconds[label] += time.perf_counter() - start.pop()
             self.calls[label] += 1
+            if self.calls[label] % 20 == 0:  # a trace in bench.log even if a long run hits the command's limit
+                log.info("  %s: %d calls, %.1fs", label, self.calls[label], self.seconds[label])
 
         module.register_forward_pre_hook(pre, with_kwargs=True)
         module.register_forward_hook(post)
@@ -212,12 +215,19 @@ def pipeline_stage(role: str, part: str = "main") -> str:
 
 # ----- OpenMora's path ---------------------------------------------------------------------------------------------
 def run_openmora(
-    profile: Any, tasks: list[str], inputs: dict, args: argparse.Namespace, label: str, timer: StageTimer
+    profile: Any,
+    tasks: list[str],
+    inputs: dict,
+    args: argparse.Namespace,
+    label: str,
+    timer: StageTimer,
+    keep_loaded: bool = False,
 ) -> dict:
     from orchestrator import Orchestrator
     from tools.model_loader import PipelineLoader, clear_cache
 
-    clear_cache()
+    if not keep_loaded:  # the fast phase reuses the optimized phase's (compiled) pipelines where only params differ
+        clear_cache()
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
@@ -280,6 +290,16 @@ def run_openmora(
             results[task] = {"error": f"{type(err).__name__}: {err}"[:500]}
     results["_load_s"] = load_s
     results["_warmup_s"] = warm_s
+    if args.profile_denoiser and torch.cuda.is_available():
+        from bench.ablation import profile_module
+
+        for label, module in timer.modules.items():
+            if label in timer.first_args and elapsed() < args.deadline:
+                try:
+                    results.setdefault("_profile", {})[label] = profile_module(module, *timer.first_args[label])
+                    log.info("%s profile %s: %s", label, label, results["_profile"][label])
+                except Exception as err:
+                    log.error("profiling %s failed: %s", label, err)
     return results
 
 
@@ -485,7 +505,7 @@ class MoraBaseline:
     def run(self, task: str, inputs: dict, out: Path) -> tuple[list, float]:
         from PIL import Image
 
-        from tools.video_io import read_video, write_video
+        from tools.video_io import read_video
 
         segs = self.profile.segments
         if task == "text-to-video":
@@ -512,7 +532,12 @@ class MoraBaseline:
         arr = np.stack([np.asarray(f) if not isinstance(f, np.ndarray) else f for f in frames])
         if arr.dtype != np.uint8:
             arr = (np.clip(arr, 0, 1) * 255).round().astype(np.uint8)
-        write_video(arr, self.profile.fps, out / f"mora-{task}.mp4")
+        # Mora's writer: moviepy's write_videofile(codec="libx264", fps=7) -- preset medium, ffmpeg's own threads.
+        from moviepy import ImageSequenceClip
+
+        ImageSequenceClip(list(arr), fps=self.profile.fps).write_videofile(
+            str(out / f"mora-{task}.mp4"), codec="libx264", fps=self.profile.fps, logger=None
+        )
         return frames, time.perf_counter() - t
 
 
@@ -611,9 +636,8 @@ def run_precision(profile_opt: Any, args: argparse.Namespace) -> dict:
 
     svd_mod.randn_tensor = randn32
 
-    def calls(pipes: dict) -> dict[str, torch.Tensor]:
+    def calls(pipes: dict, p: Any = profile_opt) -> dict[str, torch.Tensor]:
         out = {}
-        p = profile_opt
         with torch.inference_mode():
             if "svd" in pipes and elapsed() < args.deadline:
                 prm = dict(p.roles["image_to_video"].params)
@@ -670,6 +694,26 @@ def run_precision(profile_opt: Any, args: argparse.Namespace) -> dict:
     res["optimized_s"] = time.perf_counter() - t
     got_opt = {k: v.cpu() for k, v in got_opt.items()}
     opt.clear()
+    # 1b. the opt-in fast mode (fewer steps; the same loaded pipelines where only parameters change).
+    from tools.profiles import fast_variant
+
+    fast_profile = fast_variant(profile_opt)
+    fast_loader = PipelineLoader(fast_profile)
+    fast = {}
+    for name, role, part in (
+        ("svd", "image_to_video", "main"),
+        ("ip2p", "edit_image", "main"),
+        ("sdxl_base", "text_to_image", "main"),
+        ("sdxl_refiner", "text_to_image", "refiner"),
+    ):
+        if part == "refiner" and fast_profile.roles[role].refiner is None:
+            continue
+        if name.split("_")[0] in args.precision_stages.split(",") and elapsed() < args.deadline:
+            fast[name] = fast_loader.get(role, part)
+    t = time.perf_counter()
+    got_fast = {k: v.cpu() for k, v in calls(fast, fast_profile).items()}
+    res["fast_s"] = time.perf_counter() - t
+    fast.clear()
     clear_cache()
     gc.collect()
     torch.cuda.empty_cache() if dev == "cuda" else None
@@ -692,14 +736,18 @@ def run_precision(profile_opt: Any, args: argparse.Namespace) -> dict:
                 mb.pipes["svd"] = None
                 gc.collect()
                 mb.pipes["svd"] = mb._from("image_to_video", dtype=dtype).to(dev)
-            if group[0] == "ip2p":
-                mb.pipes.pop("svd", None)
+            for name in list(mb.pipes):  # only the stages asked for (text-to-video's group also loads SVD)
+                if name.split("_")[0] not in args.precision_stages.split(","):
+                    mb.pipes.pop(name)
             got[prec].update({k: v.cpu() for k, v in calls(mb.pipes).items()})
         res[f"{prec}_s"] = time.perf_counter() - t
         mb.pipes.clear()
     gc.collect()
+    torch.save(got, Path(args.out) / "precision_ref.pt")  # fp16 + fp32 latents: reusable with --precision-ref
     for stage, ref in got["fp32"].items():
         entry = {}
+        if stage in got_fast:
+            entry["fast_vs_fp32"] = rel_err(got_fast[stage], ref)
         if stage in got["fp16"]:
             entry["fp16_vs_fp32"] = rel_err(got["fp16"][stage], ref)
         if stage in got_opt:
@@ -715,147 +763,11 @@ def run_precision(profile_opt: Any, args: argparse.Namespace) -> dict:
     return res
 
 
-# ----- ablation ----------------------------------------------------------------------------------------------------
-def run_ablation(args: argparse.Namespace) -> dict:
-    """One change at a time on SVD's UNet at Mora's shapes (CFG batch 2 x 25 frames, 1024x576) and its VAE decode."""
-    from tools.full_size import FULL_SIZE_MODELS, build_component
-    from tools.model_loader import _prefer_cudnn_attention, compile_regions
-
-    res: dict[str, Any] = {}
-    dev = "cuda" if torch.cuda.is_available() else "cpu"
-    spec = FULL_SIZE_MODELS["stabilityai/stable-video-diffusion-img2vid-xt"]
-    if args.tiny:
-        from tools.tiny_models import build_image_to_video
-
-        pipe = build_image_to_video()
-        unet16, vae16 = pipe.unet, pipe.vae
-        h, w, f = 8, 12, 4
-        dt = torch.float32
-    else:
-        dt = torch.float16
-        unet16 = build_component(spec.components["unet"], dt, dev)
-        vae16 = build_component(spec.components["vae"], dt, dev)
-        h, w, f = 72, 128, 25
-    g = torch.Generator("cpu").manual_seed(0)
-    sample = torch.randn(2, f, 8, h, w, generator=g).to(dev, dt)
-    enc = torch.randn(2, 1, unet16.config.cross_attention_dim, generator=g).to(dev, dt)
-    added = torch.tensor([[6.0, 180.0, 0.1]] * 2).to(dev, dt)
-    tstep = torch.tensor(1.5, device=dev)
-
-    def time_unet(unet: Any, reps: int) -> tuple[float, torch.Tensor]:
-        with torch.inference_mode():
-            out = unet(sample.to(unet.dtype), tstep, enc.to(unet.dtype), added_time_ids=added.to(unet.dtype)).sample
-            sync()
-            ts = []
-            for _ in range(reps):
-                t = time.perf_counter()
-                unet(sample.to(unet.dtype), tstep, enc.to(unet.dtype), added_time_ids=added.to(unet.dtype))
-                sync()
-                ts.append(time.perf_counter() - t)
-        return float(np.median(ts)), out.float()
-
-    reps = 1 if args.tiny else 5
-    # fp32 reference of one forward, TF32 off.
-    torch.backends.cuda.matmul.allow_tf32 = False
-    torch.backends.cudnn.allow_tf32 = False
-    ref_unet = copy.deepcopy(unet16).float()
-    t_ref, ref = time_unet(ref_unet, 1)
-    del ref_unet
-    gc.collect()
-    torch.cuda.empty_cache() if dev == "cuda" else None
-    res["unet_fp32_s"] = t_ref
-    variants: list[tuple[str, Any]] = [
-        ("fp16 eager (Mora)", lambda u: u),
-        ("+channels_last", "channels_last"),
-        ("+cudnn_attention", "cudnn_attention"),
-        ("+compile (regional)", "compile"),
-    ]
-    if args.ablation_no_compile:
-        variants = variants[:-1]
-    current = unet16
-    rows = []
-    for name, change in variants:
-        if elapsed() > args.deadline:
-            break
-        try:
-            if change == "channels_last":
-                for p in current.parameters():
-                    if p.dim() == 4:
-                        p.data = p.data.contiguous(memory_format=torch.channels_last)
-            elif change == "cudnn_attention":
-                _prefer_cudnn_attention(current)
-            elif change == "compile":
-                t = time.perf_counter()
-                compile_regions(current)
-                with torch.inference_mode():
-                    current(sample, tstep, enc, added_time_ids=added)
-                sync()
-                res["compile_s"] = time.perf_counter() - t
-            step_s, out = time_unet(current, reps)
-            rows.append({"variant": name, "unet_step_s": round(step_s, 4), "rel_err_vs_fp32": rel_err(out, ref)})
-            log.info("ablation %s: %.4fs/step, err %.2e", name, step_s, rows[-1]["rel_err_vs_fp32"])
-        except Exception as err:
-            log.error("ablation %s failed: %s\n%s", name, err, traceback.format_exc())
-            rows.append({"variant": name, "error": str(err)[:300]})
-    # bf16 for reference (not output-preserving per REFERENCE.md), eager + cudnn attention.
-    if not args.tiny and elapsed() < args.deadline:
-        u = build_component(spec.components["unet"], torch.bfloat16, dev)
-        _prefer_cudnn_attention(u)
-        step_s, out = time_unet(u, reps)
-        rows.append(
-            {
-                "variant": "bf16 eager (not output-preserving)",
-                "unet_step_s": round(step_s, 4),
-                "rel_err_vs_fp32": rel_err(out, ref),
-            }
-        )
-        del u
-        gc.collect()
-        torch.cuda.empty_cache()
-    res["unet"] = rows
-    # VAE temporal decode of 25 frames in Mora's chunks of 12 (+ the alone-decoded last frame).
-    lat = torch.randn(f, 4, h, w, generator=g).to(dev, dt)
-    vrows = []
-    for name in ("eager chunk 12", "+channels_last", "+compile decoder"):
-        if elapsed() > args.deadline:
-            break
-        try:
-            if name == "+channels_last":
-                for p in vae16.parameters():
-                    if p.dim() == 4:
-                        p.data = p.data.contiguous(memory_format=torch.channels_last)
-            if name == "+compile decoder":
-                vae16.decoder.compile(dynamic=False)
-            with torch.inference_mode():
-                for _ in range(2 if name.startswith("+compile") else 1):
-                    for i in range(0, f, 12):
-                        vae16.decode(lat[i : i + 12], num_frames=lat[i : i + 12].shape[0])
-                sync()
-                reset_peak()
-                t = time.perf_counter()
-                for i in range(0, f, 12):
-                    vae16.decode(lat[i : i + 12], num_frames=lat[i : i + 12].shape[0])
-                sync()
-            vrows.append(
-                {"variant": name, "decode_s": round(time.perf_counter() - t, 4), "peak_gb": round(peak_gb(), 2)}
-            )
-            log.info("ablation vae %s: %s", name, vrows[-1])
-        except Exception as err:
-            log.error("ablation vae %s failed: %s", name, err)
-            vrows.append({"variant": name, "error": str(err)[:300]})
-    res["vae"] = vrows
-    del unet16, vae16, current
-    gc.collect()
-    torch.cuda.empty_cache() if dev == "cuda" else None
-    torch.backends.cuda.matmul.allow_tf32 = False
-    return res
-
-
 # ----- report ------------------------------------------------------------------------------------------------------
 def table(results: dict, flops: dict[str, float]) -> str:
     lines = []
     base = results.get("baseline", {})
-    for mode in ("baseline", "optimized", "lowvram", "fast"):
+    for mode in ("baseline", "optimized", "lowvram", "fast", "lowvram_fast"):
         r = results.get(mode)
         if not r:
             continue
@@ -923,6 +835,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ablation-no-compile", action="store_true", help="ablation without the compile variant")
     ap.add_argument("--baseline-tasks", default="", help="tasks for the baseline phase (default: --tasks)")
     ap.add_argument("--precision-stages", default="svd,sdxl,ip2p", help="stages the precision phase checks")
+    ap.add_argument("--profile-denoiser", action="store_true", help="after a phase: kernel breakdown + CUDA graph")
     ap.add_argument("--deadline", type=float, default=1e9, help="skip remaining work after this many seconds")
     args = ap.parse_args(argv)
     out = Path(args.out)
@@ -954,11 +867,13 @@ def main(argv: list[str] | None = None) -> int:
         json_path.write_text(json.dumps(results, indent=1, default=str))
 
     timer = StageTimer()
-    t = time.perf_counter()
-    profile_opt = bench_profile("mora", args)
-    results["build_and_save_s"] = round(time.perf_counter() - t, 2)
-    log.info("full-size models ready in %.1fs", results["build_and_save_s"])
-    inputs = make_inputs(out / "inputs", profile_opt.width, profile_opt.height, 25 if not args.tiny else 8)
+    profile_opt, inputs = None, {}
+    if set(phases) - {"ablation"}:  # the ablation builds its own modules; the others need the saved pipelines
+        t = time.perf_counter()
+        profile_opt = bench_profile("mora", args)
+        results["build_and_save_s"] = round(time.perf_counter() - t, 2)
+        log.info("full-size models ready in %.1fs", results["build_and_save_s"])
+        inputs = make_inputs(out / "inputs", profile_opt.width, profile_opt.height, 25 if not args.tiny else 8)
     flops: dict[str, float] = {}
     if "baseline" in phases and args.baseline_tasks:
         baseline_tasks = [t for t in args.baseline_tasks.split(",") if t]
@@ -972,7 +887,9 @@ def main(argv: list[str] | None = None) -> int:
         log.info("=== phase %s (t=%.0fs)", phase, elapsed())
         try:
             if phase == "ablation":
-                results["ablation"] = run_ablation(args)
+                from bench.ablation import run_ablation
+
+                results["ablation"] = run_ablation(args, elapsed)
             elif phase == "baseline":
                 results["baseline"] = run_baseline(profile_opt, baseline_tasks, inputs, args, timer)
                 flops.update(denoiser_flops(timer))
@@ -986,6 +903,22 @@ def main(argv: list[str] | None = None) -> int:
                 )
                 if not flops:
                     flops.update(denoiser_flops(timer))
+            elif phase == "fast":
+                from tools.profiles import fast_variant
+
+                results["fast"] = run_openmora(
+                    fast_variant(profile_opt), tasks, inputs, args, "fast", timer, keep_loaded=True
+                )
+            elif phase == "lowvram_fast":
+                from tools.profiles import fast_variant
+
+                results["lowvram_fast"] = run_openmora(
+                    fast_variant(bench_profile("mora-lowvram", args)), tasks, inputs, args, "lowvram_fast", timer
+                )
+            elif phase == "vae":
+                from bench.ablation import run_vae
+
+                results["vae"] = run_vae(args, elapsed)
             elif phase == "precision":
                 results["precision"] = run_precision(profile_opt, args)
             else:

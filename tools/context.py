@@ -77,7 +77,14 @@ class ToolContext:
 
 
 def to_uint8_frames(frames: Any) -> np.ndarray:
-    """Pipeline output (float in [0, 1], PIL images, or nested lists) -> ``uint8`` ``(T, H, W, 3)`` or ``(H, W, 3)``."""
+    """Pipeline output (float in [0, 1], PIL images, or nested lists) -> ``uint8`` ``(T, H, W, 3)`` or ``(H, W, 3)``.
+
+    A torch tensor (``output_type="pt"``, channels before height and width) is converted where it lies, on the GPU:
+    the same clip-scale-round as the NumPy path, so the same bytes, without copying float32 frames to the host.
+    """
+    if isinstance(frames, torch.Tensor):
+        arr = (frames.float().clamp(0.0, 1.0) * 255.0).round().to(torch.uint8)
+        return arr.movedim(-3, -1).contiguous().cpu().numpy()
     if isinstance(frames, list) and frames and not isinstance(frames[0], np.ndarray | float | int):
         frames = np.stack([np.asarray(f) for f in frames])
     arr = np.asarray(frames)

@@ -20,7 +20,7 @@ def render_segment(ctx: ToolContext, image: np.ndarray, prompt: str, seed: int) 
         height=ctx.profile.height,
         width=ctx.profile.width,
         generator=generator(seed),
-        output_type="np",
+        output_type="pt",  # frames stay on the device until they are uint8 (tools.context.to_uint8_frames)
         **params,
     )
     notes = []

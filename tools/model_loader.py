@@ -145,6 +145,8 @@ class PipelineLoader:
             cfg.vae_tiling,
             tuple(cfg.speedups),
             self.profile.vram_budget_gb,
+            repr(cfg.cache),
+            cfg.storage_dtype,
         )
         with _LOCK:
             pipe = _CACHE.get(key)
@@ -197,6 +199,7 @@ class PipelineLoader:
                     "(download the weights first, or point the profile at a local folder)"
                 ) from err
         apply_speedups(pipe, cfg.speedups)
+        apply_output_changing(pipe, cfg, role, dtype)
         if manager is not None:
             from tools.memory_manager import reserve_bytes
 
@@ -207,6 +210,12 @@ class PipelineLoader:
             for note in unit.notes:
                 logger.info("%s: %s", role, note)
             placement = unit.placement
+            if "cuda_graphs" in cfg.speedups and placement == "resident" and device.type == "cuda":
+                from tools.cuda_graphs import install_cuda_graphs
+
+                den = getattr(pipe, "unet", None) or getattr(pipe, "transformer", None)
+                if den is not None:
+                    install_cuda_graphs(den)
         else:
             if cfg.offload == "model" and device.type == "cuda":
                 pipe.enable_model_cpu_offload(device=device)
@@ -265,6 +274,9 @@ def apply_speedups(pipe: Any, names: list[str] | tuple[str, ...]) -> None:
     ``compile``: regional ``torch.compile`` of the denoiser's blocks (down/mid/up blocks, or repeated transformer
     blocks), so compile time stays in seconds per distinct block and shapes stay static.
     ``vae_compile``: ``torch.compile`` of the VAE decoder.
+    ``lean_attention``: single-token cross-attention as its value projection, short self-attention on the
+    memory-efficient kernel (``tools/attention.py``).
+    ``cuda_graphs`` is applied by the loader after placement, to resident pipelines only (``tools/cuda_graphs.py``).
     """
     if not names:
         return
@@ -281,12 +293,43 @@ def apply_speedups(pipe: Any, names: list[str] | tuple[str, ...]) -> None:
             den.fuse_qkv_projections()
         except (ValueError, AttributeError, NotImplementedError) as err:  # not every denoiser supports it
             logger.info("fused_qkv not applied to %s: %s", type(den).__name__, err)
+    if "lean_attention" in names and den is not None:
+        from tools.attention import install_lean_attention
+
+        install_lean_attention(den)
     if "cudnn_attention" in names and den is not None:
         _prefer_cudnn_attention(den)
     if "compile" in names and den is not None:
         compile_regions(den)
     if "vae_compile" in names and vae is not None and hasattr(vae, "decoder"):
         vae.decoder.compile(dynamic=False)
+
+
+def apply_output_changing(pipe: Any, cfg: RoleConfig, role: str, dtype: torch.dtype) -> None:
+    """The fast mode's options: fp8 weight storage (layerwise casting) and a diffusers cache on the denoiser."""
+    den = getattr(pipe, "unet", None) or getattr(pipe, "transformer", None)
+    if cfg.storage_dtype and den is not None:
+        den.enable_layerwise_casting(storage_dtype=getattr(torch, cfg.storage_dtype), compute_dtype=dtype)
+    if cfg.cache:
+        import diffusers
+
+        kind = cfg.cache["type"]
+        config_cls = getattr(diffusers, kind, None)
+        if config_cls is None or not kind.endswith("Config"):
+            raise ModelLoadError(
+                f"role {role!r}: unknown cache type {kind!r}; use a diffusers cache config class, "
+                "e.g. FirstBlockCacheConfig, FasterCacheConfig, PyramidAttentionBroadcastConfig"
+            )
+        if den is None or not hasattr(den, "enable_cache"):
+            raise ModelLoadError(
+                f"role {role!r}: {type(den).__name__} does not support diffusers caches "
+                f"(cache {kind}); remove 'cache' or pick a transformer model"
+            )
+        try:
+            config = config_cls(**{k: v for k, v in cfg.cache.items() if k != "type"})
+        except TypeError as err:
+            raise ModelLoadError(f"role {role!r}: bad {kind} settings: {err}") from None
+        den.enable_cache(config)
 
 
 def _prefer_cudnn_attention(module: torch.nn.Module) -> None:

@@ -11,6 +11,7 @@ Example:
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +26,9 @@ ROLES = ("text_to_image", "edit_image", "image_to_video", "connect_frames")
 DTYPES = ("auto", "float32", "float16", "bfloat16")
 OFFLOAD = ("none", "auto", "model", "group", "sequential")
 # Output-preserving speed options the loader can apply to a pipeline (bench/SPEED_NOTES.md measures each).
-SPEEDUPS = ("channels_last", "compile", "cudnn_attention", "fused_qkv", "vae_compile")
+STORAGE_DTYPES = ("float8_e4m3fn", "float8_e5m2")
+FAST_KEYS = ("params", "cache", "storage_dtype", "notes")
+SPEEDUPS = ("channels_last", "compile", "cudnn_attention", "cuda_graphs", "fused_qkv", "lean_attention", "vae_compile")
 
 
 @dataclass
@@ -52,6 +55,14 @@ class RoleConfig:
     # None: a per-class default from tools.memory_manager.
     reserve_gb: float | None = None
     speedups: list[str] = field(default_factory=list)
+    # Output-changing options (they trade fidelity for speed or memory; bench/SPEED_NOTES.md gives the error):
+    # ``cache``: a diffusers cache on the denoiser, e.g. {type: FirstBlockCacheConfig, threshold: 0.1};
+    # ``storage_dtype``: weights stored in fp8 and up-cast per layer (diffusers' layerwise casting).
+    cache: dict[str, Any] | None = None
+    storage_dtype: str | None = None
+    # The opt-in fast mode (``--fast``): overrides of ``params``/``cache``/``storage_dtype`` applied by
+    # :func:`fast_variant`. Output-changing, so never on by default.
+    fast: dict[str, Any] | None = None
 
 
 @dataclass
@@ -70,6 +81,7 @@ class Profile:
     source: str = ""
     # GPU memory the resident pipelines may use, per device; None: the card's memory less a safety margin.
     vram_budget_gb: float | None = None
+    fast: bool = False  # True once fast_variant() applied the roles' fast overrides
 
     def role(self, name: str) -> RoleConfig:
         if name not in self.roles:
@@ -111,6 +123,30 @@ def _role_from_dict(profile: str, role: str, data: Any) -> RoleConfig:
     speedups = data.get("speedups", [])
     if not isinstance(speedups, list) or any(s not in SPEEDUPS for s in speedups):
         raise InputError(f"{where}: speedups must be a list drawn from {', '.join(SPEEDUPS)}, got {speedups!r}")
+    cache = data.get("cache")
+    if cache is not None and (not isinstance(cache, dict) or not isinstance(cache.get("type"), str)):
+        raise InputError(
+            f"{where}: cache must be a mapping with a 'type' (a diffusers cache config class), got {cache!r}"
+        )
+    if data.get("storage_dtype") not in (None, *STORAGE_DTYPES):
+        raise InputError(
+            f"{where}: storage_dtype must be one of {', '.join(STORAGE_DTYPES)}, got {data['storage_dtype']!r}"
+        )
+    fast = data.get("fast")
+    if fast is not None:
+        if not isinstance(fast, dict) or set(fast) - set(FAST_KEYS):
+            raise InputError(f"{where}: fast must be a mapping with keys from {', '.join(FAST_KEYS)}, got {fast!r}")
+        if not isinstance(fast.get("params", {}), dict):
+            raise InputError(f"{where}: fast.params must be a mapping")
+        _role_from_dict(
+            profile,
+            f"{role}.fast",
+            {
+                "pipeline": data["pipeline"],
+                "model": data["model"],
+                **{k: v for k, v in fast.items() if k in ("cache", "storage_dtype")},
+            },
+        )
     split = data.get("refiner_split", 0.8)
     if not isinstance(split, (int, float)) or not 0 < split < 1:
         raise InputError(f"{where}: refiner_split must be a number between 0 and 1, got {split!r}")
@@ -147,6 +183,32 @@ def profile_from_dict(data: dict[str, Any], source: str = "") -> Profile:
     if profile.dtype not in DTYPES:
         raise InputError(f"profile {name!r}: dtype {profile.dtype!r} is not one of {', '.join(DTYPES)}")
     return profile
+
+
+def fast_variant(profile: Profile) -> Profile:
+    """A copy of ``profile`` with every role's ``fast`` overrides applied (fewer steps, caches, fp8 weights).
+
+    The fast mode changes the output (bench/SPEED_NOTES.md reports its error against an fp32 reference); roles
+    without ``fast`` stay as they are. Applying it twice is harmless.
+    """
+    if profile.fast:
+        return profile
+    out = copy.deepcopy(profile)
+
+    def apply(cfg: RoleConfig) -> None:
+        if cfg.fast:
+            cfg.params = {**cfg.params, **cfg.fast.get("params", {})}
+            for key in ("cache", "storage_dtype"):
+                if key in cfg.fast:
+                    setattr(cfg, key, cfg.fast[key])
+        if cfg.refiner is not None:
+            apply(cfg.refiner)
+
+    for cfg in out.roles.values():
+        apply(cfg)
+    out.fast = True
+    out.name = f"{profile.name}+fast"
+    return out
 
 
 def load_profile(name_or_path: str | Path) -> Profile:

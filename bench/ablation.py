@@ -1,0 +1,387 @@
+"""The ablation phase of ``bench/gpu_bench.py``: one change at a time on SVD's UNet and temporal VAE at Mora's shapes.
+
+UNet: CFG batch 2 x 25 frames at 1024x576 (latents 72x128), one forward per timing, median of several. Each change
+is tried on top of the best state so far and kept only if it is faster (so a slower change never hides behind a
+later one); the output figure is one forward's relative error against an fp32 copy (TF32 off). Also: SDPA backends
+timed alone at the UNet's attention shapes, a kernel-time breakdown of one pass (eager and compiled) and a CUDA-graph
+replay of the compiled UNet. VAE: the 25-frame decode in Mora's chunks of 12, the same way.
+"""
+
+from __future__ import annotations
+
+import copy
+import gc
+import logging
+import time
+import traceback
+from collections import defaultdict
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+import torch._dynamo
+import torch._inductor.config as inductor_config
+
+log = logging.getLogger("bench")
+KERNEL_KINDS = (  # first match wins; names are CUDA kernel names as the profiler reports them
+    ("attention", ("flash", "fmha", "attn", "sdpa", "cudnn_generated_fort_native_sdpa")),
+    ("conv", ("conv", "fprop", "implicit", "dgrad", "winograd", "xmma_fprop")),
+    ("gemm", ("gemm", "cutlass", "nvjet", "sm90_xmma", "cublas", "matmul")),
+    ("norm", ("norm", "welford")),
+    ("triton (fused)", ("triton",)),
+    ("layout/copy", ("copy", "transpose", "nchw", "nhwc", "permute", "cat")),
+)
+
+
+def sync() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def rel_err(a: torch.Tensor, ref: torch.Tensor) -> float:
+    a, ref = a.float(), ref.float()
+    return float((a - ref).norm() / ref.norm().clamp_min(1e-12))
+
+
+def median_time(fn: Callable[[], Any], reps: int, warm: int = 1) -> float:
+    for _ in range(warm):
+        fn()
+    sync()
+    ts = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        fn()
+        sync()
+        ts.append(time.perf_counter() - t)
+    return float(np.median(ts))
+
+
+def kernel_breakdown(fn: Callable[[], Any], top: int = 25) -> dict:
+    """CUDA kernel time of one call of ``fn``, grouped by kind, plus the top kernels by name."""
+    from torch.profiler import ProfilerActivity, profile
+
+    fn()
+    sync()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        fn()
+        sync()
+    by_name: dict[str, float] = defaultdict(float)
+    counts: dict[str, int] = defaultdict(int)
+    for ev in prof.key_averages():
+        t = getattr(ev, "device_time_total", None) or getattr(ev, "cuda_time_total", 0)
+        if t and ev.key and not ev.key.startswith("aten::") and not ev.key.startswith("cuda"):
+            by_name[ev.key] += t / 1e6
+            counts[ev.key] += ev.count
+    kinds: dict[str, float] = defaultdict(float)
+    for name, t in by_name.items():
+        low = name.lower()
+        kind = next((k for k, keys in KERNEL_KINDS if any(s in low for s in keys)), "elementwise/other")
+        kinds[kind] += t
+    total = sum(by_name.values())
+    top_rows = sorted(by_name.items(), key=lambda kv: -kv[1])[:top]
+    return {
+        "kernel_s": round(total, 4),
+        "launches": int(sum(counts.values())),
+        "by_kind_s": {k: round(v, 4) for k, v in sorted(kinds.items(), key=lambda kv: -kv[1])},
+        "top": [{"kernel": n[:120], "s": round(t, 4), "count": counts[n]} for n, t in top_rows],
+    }
+
+
+def sdpa_backends(dev: str, dt: torch.dtype) -> list[dict]:
+    """Each SDPA backend alone at the SVD UNet's attention shapes (batch, heads, tokens, head dim 64)."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    shapes = {
+        "spatial 72x128 (level 0)": (50, 5, 9216, 9216),
+        "spatial 36x64 (level 1)": (50, 10, 2304, 2304),
+        "spatial 18x32 (level 2)": (50, 20, 576, 576),
+        "temporal 25 frames (level 0)": (2 * 9216, 5, 25, 25),
+        "temporal 25 frames (level 1)": (2 * 2304, 10, 25, 25),
+    }
+    rows = []
+    for label, (b, h, lq, lk) in shapes.items():
+        q = torch.randn(b, h, lq, 64, device=dev, dtype=dt)
+        k = torch.randn(b, h, lk, 64, device=dev, dtype=dt)
+        v = torch.randn(b, h, lk, 64, device=dev, dtype=dt)
+        row: dict[str, Any] = {"shape": label, "tflop": round(4 * b * h * lq * lk * 64 / 1e12, 3)}
+
+        def attend(q: Any = q, k: Any = k, v: Any = v) -> Any:
+            return torch.nn.functional.scaled_dot_product_attention(q, k, v)
+
+        for backend in (SDPBackend.FLASH_ATTENTION, SDPBackend.CUDNN_ATTENTION, SDPBackend.EFFICIENT_ATTENTION):
+            try:
+                with sdpa_kernel([backend]):
+                    t = median_time(attend, 5)
+                row[backend.name.lower()] = round(t * 1e3, 3)
+            except RuntimeError as err:
+                row[backend.name.lower()] = f"n/a: {str(err).splitlines()[0][:80]}"
+        t = median_time(attend, 5)
+        row["default_ms"] = round(t * 1e3, 3)
+        rows.append(row)
+        log.info("sdpa %s", row)
+        del q, k, v
+    return rows
+
+
+def _channels_last(module: torch.nn.Module, on: bool) -> None:
+    for p in module.parameters():
+        if p.dim() == 4:
+            p.data = p.data.contiguous(memory_format=torch.channels_last if on else torch.contiguous_format)
+        elif p.dim() == 5:
+            p.data = p.data.contiguous(memory_format=torch.channels_last_3d if on else torch.contiguous_format)
+
+
+def run_ablation(args: Any, elapsed: Callable[[], float]) -> dict:
+    from tools.full_size import FULL_SIZE_MODELS, build_component
+    from tools.model_loader import _prefer_cudnn_attention, compile_regions
+
+    res: dict[str, Any] = {}
+    dev = "cuda" if torch.cuda.is_available() else "cpu"
+    spec = FULL_SIZE_MODELS["stabilityai/stable-video-diffusion-img2vid-xt"]
+    if args.tiny:
+        from tools.tiny_models import build_image_to_video
+
+        pipe = build_image_to_video()
+        unet, vae = pipe.unet, pipe.vae
+        h, w, f = 8, 12, 4
+        dt = torch.float32
+    else:
+        dt = torch.float16
+        unet = build_component(spec.components["unet"], dt, dev)
+        vae = build_component(spec.components["vae"], dt, dev)
+        h, w, f = 72, 128, 25
+    g = torch.Generator("cpu").manual_seed(0)
+    sample = torch.randn(2, f, 8, h, w, generator=g).to(dev, dt)
+    enc = torch.randn(2, 1, unet.config.cross_attention_dim, generator=g).to(dev, dt)
+    added = torch.tensor([[6.0, 180.0, 0.1]] * 2).to(dev, dt)
+    tstep = torch.tensor(1.5, device=dev)
+    reps = 1 if args.tiny else 5
+    torch.backends.cudnn.benchmark = False
+
+    def forward(m: Any = None) -> torch.Tensor:
+        m = m or unet
+        with torch.inference_mode():
+            return m(sample.to(m.dtype), tstep, enc.to(m.dtype), added_time_ids=added.to(m.dtype)).sample
+
+    # fp32 reference of one forward, TF32 off.
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    ref_unet = copy.deepcopy(unet).float()
+    ref = forward(ref_unet).float()
+    del ref_unet
+    gc.collect()
+    if dev == "cuda":
+        torch.cuda.empty_cache()
+        res["sdpa_ms"] = sdpa_backends(dev, dt)
+
+    rows: list[dict] = []
+
+    def measure(name: str, kept_note: str = "") -> float:
+        step = median_time(forward, reps)
+        err = rel_err(forward(), ref)
+        rows.append({"variant": name, "unet_step_s": round(step, 4), "rel_err_vs_fp32": err, "note": kept_note})
+        log.info("ablation unet %s: %.4fs/step, err %.2e %s", name, step, err, kept_note)
+        return step
+
+    best = measure("fp16 eager (Mora)")
+    original_forward = unet.forward
+    # Eager changes: (name, apply, undo). Each is kept only if it beats the best so far by more than 1%.
+    eager: list[tuple[str, Callable[[], None], Callable[[], None]]] = [
+        (
+            "cudnn.benchmark",
+            lambda: setattr(torch.backends.cudnn, "benchmark", True),
+            lambda: setattr(torch.backends.cudnn, "benchmark", False),
+        ),
+        (
+            "channels_last (4-D and 5-D conv weights)",
+            lambda: _channels_last(unet, True),
+            lambda: _channels_last(unet, False),
+        ),
+        (
+            "cuDNN attention first",
+            lambda: _prefer_cudnn_attention(unet),
+            lambda: setattr(unet, "forward", original_forward),
+        ),
+    ]
+    if hasattr(unet, "fuse_qkv_projections"):
+        eager.append(("fused QKV", unet.fuse_qkv_projections, unet.unfuse_qkv_projections))
+    kept: list[str] = []
+    for name, apply, undo in eager:
+        if elapsed() > args.deadline:
+            break
+        try:
+            apply()
+            step = measure("+" + name)
+            if step < best * 0.99:
+                best = step
+                kept.append(name)
+                rows[-1]["note"] = "kept"
+            else:
+                undo()
+                rows[-1]["note"] = "reverted (not faster)"
+        except Exception as err:
+            log.error("ablation %s failed: %s\n%s", name, err, traceback.format_exc())
+            rows.append({"variant": name, "error": str(err)[:300]})
+    res["kept_eager"] = kept
+    if dev == "cuda" and elapsed() < args.deadline:
+        res["profile_eager"] = kernel_breakdown(forward)
+        log.info("eager kernel breakdown: %s", res["profile_eager"]["by_kind_s"])
+
+    # Compiled: regional compile with inductor's defaults, then with its conv/GEMM tuning flags, then a CUDA graph.
+    compile_variants: list[tuple[str, dict]] = [
+        ("regional compile", {}),
+        (
+            "regional compile + inductor tuning flags",
+            {"conv_1x1_as_mm": True, "coordinate_descent_tuning": True, "epilogue_fusion": False},
+        ),
+    ]
+    if args.ablation_no_compile or args.tiny:
+        compile_variants = compile_variants[:1] if args.tiny else []
+    compiled_ok = False
+    for name, flags in compile_variants:
+        if elapsed() > args.deadline - 150:
+            rows.append({"variant": name, "skipped": "deadline"})
+            continue
+        try:
+            torch._dynamo.reset()
+            for k, v in flags.items():
+                setattr(inductor_config, k, v)
+            t = time.perf_counter()
+            compile_regions(unet)
+            forward()
+            sync()
+            compile_s = time.perf_counter() - t
+            measure("+" + name, f"compile {compile_s:.0f}s")
+            compiled_ok = True
+        except Exception as err:
+            log.error("ablation %s failed: %s\n%s", name, err, traceback.format_exc())
+            rows.append({"variant": name, "error": str(err)[:300]})
+    if compiled_ok and dev == "cuda" and elapsed() < args.deadline:
+        res["profile_compiled"] = kernel_breakdown(forward)
+        log.info("compiled kernel breakdown: %s", res["profile_compiled"]["by_kind_s"])
+        try:
+            rows.append(cuda_graph_row(unet, sample, tstep, enc, added, ref, reps))
+            log.info("ablation unet %s", rows[-1])
+        except Exception as err:
+            log.error("cuda graph failed: %s\n%s", err, traceback.format_exc())
+            rows.append({"variant": "+CUDA graph of the compiled UNet", "error": str(err)[:300]})
+    res["unet"] = rows
+    res["vae"] = vae_rows(vae, f, h, w, dev, dt, g, args, elapsed)
+    unet.to("cpu")
+    vae.to("cpu")
+    gc.collect()
+    if dev == "cuda":
+        torch.cuda.empty_cache()
+    torch.backends.cudnn.benchmark = False
+    return res
+
+
+def graph_replay_time(fn: Callable[[], Any], reps: int) -> tuple[float, Any]:
+    """Capture one call of ``fn`` (static inputs, no host syncs inside) in a CUDA graph; median replay time, output."""
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.inference_mode():
+        with torch.cuda.stream(side):
+            for _ in range(2):
+                fn()
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            out = fn()
+    return median_time(graph.replay, reps), out
+
+
+def cuda_graph_row(unet: Any, sample: Any, tstep: Any, enc: Any, added: Any, ref: Any, reps: int) -> dict:
+    """Time replays of one compiled UNet forward captured in a CUDA graph."""
+    step, out = graph_replay_time(lambda: unet(sample, tstep, enc, added_time_ids=added).sample, reps)
+    return {
+        "variant": "+CUDA graph of the compiled UNet",
+        "unet_step_s": round(step, 4),
+        "rel_err_vs_fp32": rel_err(out, ref),
+        "note": "replay of one captured forward",
+    }
+
+
+def profile_module(module: Any, args: tuple, kwargs: dict, reps: int = 3) -> dict:
+    """Kernel breakdown, eager-call time and CUDA-graph replay time of one forward of a loaded (maybe compiled)
+    denoiser, called through ``forward`` so that timing hooks (which synchronize) stay out of the capture."""
+
+    def call() -> Any:
+        with torch.inference_mode():
+            out = module.forward(*args, **kwargs)
+        return out[0] if isinstance(out, tuple) else getattr(out, "sample", out)
+
+    res: dict[str, Any] = {"call_s": round(median_time(call, reps), 4)}
+    res["kernels"] = kernel_breakdown(call)
+    try:
+        step, out = graph_replay_time(call, reps)
+        res["graph_replay_s"] = round(step, 4)
+        res["graph_rel_diff"] = rel_err(out, call())
+    except Exception as err:  # capture can fail on host syncs inside the model
+        res["graph_error"] = f"{type(err).__name__}: {str(err)[:200]}"
+    return res
+
+
+def vae_rows(vae: Any, f: int, h: int, w: int, dev: str, dt: Any, g: Any, args: Any, elapsed: Callable) -> list:
+    """SVD's temporal decode of 25 frames in Mora's chunks of 12: eager, +cudnn.benchmark, +channels_last, +compile."""
+    lat = torch.randn(f, 4, h, w, generator=g).to(dev, dt)
+
+    def decode() -> torch.Tensor:
+        with torch.inference_mode():
+            return torch.cat(
+                [vae.decode(lat[i : i + 12], num_frames=lat[i : i + 12].shape[0]).sample for i in range(0, f, 12)]
+            )
+
+    torch.backends.cudnn.benchmark = False
+    ref = decode()
+    rows = []
+    for name in ("eager chunk 12", "+cudnn.benchmark", "+channels_last", "+compile decoder"):
+        if elapsed() > args.deadline:
+            break
+        try:
+            if name == "+cudnn.benchmark":
+                torch.backends.cudnn.benchmark = True
+            elif name == "+channels_last":
+                _channels_last(vae, True)
+            elif name == "+compile decoder":
+                vae.decoder.compile(dynamic=False)
+                t = time.perf_counter()
+                decode()
+                sync()
+                log.info("vae decoder compiled in %.0fs", time.perf_counter() - t)
+            if torch.cuda.is_available():
+                torch.cuda.reset_peak_memory_stats()
+            step = median_time(decode, 1 if args.tiny else 3)
+            peak = torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else 0.0
+            rows.append(
+                {
+                    "variant": name,
+                    "decode_s": round(step, 4),
+                    "peak_gb": round(peak, 2),
+                    "rel_err_vs_eager": rel_err(decode(), ref),
+                }
+            )
+            log.info("ablation vae %s: %s", name, rows[-1])
+        except Exception as err:
+            log.error("ablation vae %s failed: %s", name, err)
+            rows.append({"variant": name, "error": str(err)[:300]})
+    return rows
+
+
+def run_vae(args: Any, elapsed: Callable[[], float]) -> list:
+    """The VAE rows of the ablation alone (a full-size SVD temporal decoder, random weights)."""
+    from tools.full_size import FULL_SIZE_MODELS, build_component
+
+    dev = "cuda" if torch.cuda.is_available() else "cpu"
+    g = torch.Generator("cpu").manual_seed(0)
+    if args.tiny:
+        from tools.tiny_models import build_image_to_video
+
+        vae, (f, h, w), dt = build_image_to_video().vae, (4, 8, 12), torch.float32
+    else:
+        spec = FULL_SIZE_MODELS["stabilityai/stable-video-diffusion-img2vid-xt"]
+        vae, (f, h, w), dt = build_component(spec.components["vae"], torch.float16, dev), (25, 72, 128), torch.float16
+    rows = vae_rows(vae, f, h, w, dev, dt, g, args, elapsed)
+    torch.backends.cudnn.benchmark = False
+    return rows

@@ -1,0 +1,111 @@
+"""Fast tier: the output-preserving speedups keep outputs (lean attention, GPU-side uint8 frames, CUDA-graph
+bookkeeping), checked on tiny real models on the CPU. Their speed is measured in bench/ on the H100, not here."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from tools import tiny_models
+from tools.attention import LeanAttnProcessor, install_lean_attention
+from tools.context import to_uint8_frames
+from tools.cuda_graphs import GraphedForward, _flatten, _rebuild, install_cuda_graphs
+from tools.errors import InputError
+from tools.profiles import profile_from_dict
+
+torch.set_num_threads(1)
+
+
+def _svd_unet_inputs(unet: torch.nn.Module, seed: int = 0) -> tuple:
+    g = torch.Generator().manual_seed(seed)
+    sample = torch.randn(2, 4, unet.config.in_channels, 8, 12, generator=g)
+    enc = torch.randn(2, 1, unet.config.cross_attention_dim, generator=g)
+    added = torch.tensor([[6.0, 180.0, 0.1]] * 2)
+    return sample, torch.tensor(1.5), enc, added
+
+
+def test_lean_attention_keeps_the_svd_unet_output():
+    unet = tiny_models.build_image_to_video().unet.eval()
+    sample, t, enc, added = _svd_unet_inputs(unet)
+    with torch.no_grad():
+        before = unet(sample, t, enc, added_time_ids=added).sample
+        changed = install_lean_attention(unet)
+        after = unet(sample, t, enc, added_time_ids=added).sample
+    # spatial and temporal blocks each have a self- and a single-token cross-attention
+    assert changed >= 4
+    assert sum(isinstance(m.processor, LeanAttnProcessor) for m in unet.modules() if hasattr(m, "processor")) == changed
+    assert after.shape == before.shape
+    torch.testing.assert_close(after, before, rtol=1e-5, atol=1e-5)
+
+
+def test_lean_short_self_attention_matches_the_default_processor():
+    from diffusers.models.attention_processor import Attention, AttnProcessor2_0
+
+    torch.manual_seed(0)
+    attn = Attention(query_dim=32, heads=4, dim_head=8).eval()
+    x = torch.randn(6, 25, 32)
+    with torch.no_grad():
+        ref = AttnProcessor2_0()(attn, x)
+        short = LeanAttnProcessor._short(attn, x, x, cross=False)
+        single = LeanAttnProcessor()(attn, x, encoder_hidden_states=x[:, :1])
+        single_ref = AttnProcessor2_0()(attn, x, encoder_hidden_states=x[:, :1])
+    torch.testing.assert_close(short, ref, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(single, single_ref, rtol=1e-5, atol=1e-6)
+    assert single.shape == (6, 25, 32)
+
+
+def test_tensor_frames_convert_to_the_same_bytes_as_numpy():
+    g = torch.Generator().manual_seed(1)
+    video = torch.rand(1, 5, 3, 6, 10, generator=g) * 1.2 - 0.1  # (B, F, C, H, W), some values out of [0, 1]
+    video[0, 0, 0, 0, :4] = torch.tensor([0.5 / 255, 1.5 / 255, 2.5 / 255, 254.5 / 255])  # rounding ties
+    from_numpy = to_uint8_frames(video.permute(0, 1, 3, 4, 2).numpy())
+    from_torch = to_uint8_frames(video)
+    assert from_torch.dtype == np.uint8 and from_torch.shape == (1, 5, 6, 10, 3)
+    np.testing.assert_array_equal(from_torch, from_numpy)
+
+
+def test_svd_pipeline_pt_output_gives_the_same_frames_as_np():
+    pipe = tiny_models.build_image_to_video()
+    pipe.set_progress_bar_config(disable=True)
+    image = np.full((64, 64, 3), 100, np.uint8)
+    from PIL import Image
+
+    kw = dict(image=Image.fromarray(image), height=64, width=64, num_frames=3, num_inference_steps=2)
+    a = to_uint8_frames(pipe(generator=torch.Generator().manual_seed(0), output_type="np", **kw).frames)[0]
+    b = to_uint8_frames(pipe(generator=torch.Generator().manual_seed(0), output_type="pt", **kw).frames)[0]
+    assert a.shape == b.shape == (3, 64, 64, 3)
+    np.testing.assert_array_equal(a, b)
+
+
+def test_graph_signature_round_trip_and_cpu_fallback():
+    tensors: list[torch.Tensor] = []
+    args = (torch.zeros(2, 3), torch.tensor(5.0))
+    kwargs = {"added": {"a": torch.ones(1)}, "return_dict": False, "extra": None}
+    key = _flatten((args, kwargs), tensors)
+    hash(key)
+    assert len(tensors) == 3
+    rebuilt_args, rebuilt_kwargs = _rebuild(key, tensors)
+    assert rebuilt_args[0] is tensors[0] and rebuilt_kwargs["added"]["a"] is tensors[2]
+    assert rebuilt_kwargs["return_dict"] is False and rebuilt_kwargs["extra"] is None
+    # a different shape is a different signature
+    assert _flatten(((torch.zeros(3, 3),), {}), []) != _flatten(((torch.zeros(2, 3),), {}), [])
+
+    unet = tiny_models.build_text_to_image().unet.eval()
+    graphed = install_cuda_graphs(unet)
+    assert isinstance(unet.forward, GraphedForward) and install_cuda_graphs(unet) is graphed  # idempotent
+    x = torch.randn(2, 4, 8, 8)
+    enc = torch.randn(2, 7, unet.config.cross_attention_dim)
+    with torch.no_grad():
+        out = unet(x, torch.tensor(10), enc).sample
+        ref = graphed.eager(x, torch.tensor(10), enc).sample
+    torch.testing.assert_close(out, ref, rtol=0, atol=0)
+    assert graphed.replays == 0 and not graphed.graphs  # CPU weights: always eager
+
+
+def test_profiles_accept_the_new_speedups_and_name_them_in_errors():
+    role = {"pipeline": "StableVideoDiffusionPipeline", "model": "tiny:image_to_video"}
+    p = profile_from_dict({"name": "x", "roles": {"image_to_video": {**role, "speedups": ["lean_attention"]}}})
+    assert p.roles["image_to_video"].speedups == ["lean_attention"]
+    with pytest.raises(InputError, match="cuda_graphs"):
+        profile_from_dict({"name": "x", "roles": {"image_to_video": {**role, "speedups": ["warp"]}}})
