@@ -32,6 +32,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -272,10 +273,21 @@ def apply_group_offload(pipe: Any, device: torch.device) -> None:
     """Block-level group offload with stream prefetching for the big denoiser, model-level offload hooks for the rest.
 
     The transformer/UNet streams its blocks from pinned CPU memory while the previous block computes; text and image
-    encoders and the VAE are moved whole when used (they fit).
+    encoders and the VAE are moved whole when used (they fit). Pinned copies are made up front, so while they are
+    made the host holds the weights twice: where its free memory is short of that, blocks are pinned as they move
+    (``low_cpu_mem_usage``, slower transfers) instead of failing the machine.
     """
     from diffusers.hooks import apply_group_offloading
 
+    weights = sum(module_bytes(m) for m in pipeline_modules(pipe).values())
+    available = host_available_bytes()
+    low_cpu = available is not None and available < weights * 1.2
+    if low_cpu:
+        logger.info(
+            "group offload: %.1f GB free on the host for %.1f GB of weights: pinning per transfer",
+            available / GB,
+            weights / GB,
+        )
     denoisers = [n for n in ("transformer", "transformer_2", "unet") if getattr(pipe, n, None) is not None]
     for name, module in pipeline_modules(pipe).items():
         if name in denoisers:
@@ -285,9 +297,23 @@ def apply_group_offload(pipe: Any, device: torch.device) -> None:
                 offload_type="block_level",
                 num_blocks_per_group=1,
                 use_stream=True,
+                low_cpu_mem_usage=low_cpu,
             )
         else:
-            apply_group_offloading(module, onload_device=device, offload_type="leaf_level", use_stream=True)
+            apply_group_offloading(
+                module, onload_device=device, offload_type="leaf_level", use_stream=True, low_cpu_mem_usage=low_cpu
+            )
+
+
+def host_available_bytes() -> int | None:
+    """The host's available memory (Linux ``MemAvailable``), or None where it cannot be read."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
 
 
 # ----- budgets and placement over several GPUs -------------------------------------------------------------------
