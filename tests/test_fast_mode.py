@@ -57,7 +57,7 @@ def test_fast_connect_installs_first_block_cache(tmp_path: Path, media: dict):
     r = orch.run("connect", videos=[media["video_a"], media["video_b"]], out=tmp_path / "c")
     pipe = PipelineLoader(orch.profile).get("connect_frames")
     assert pipe.transformer.is_cache_enabled
-    hooks = {n for block in pipe.transformer.blocks for n in getattr(block, "_diffusers_hook").hooks}
+    hooks = {n for block in pipe.transformer.blocks for n in block._diffusers_hook.hooks}
     assert {"fbc_leader_block_hook", "fbc_block_hook"} <= hooks
     assert (r.run_dir / "final.mp4").is_file()
 
