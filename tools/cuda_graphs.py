@@ -91,7 +91,8 @@ class GraphedForward:
             return self.eager(*args, **kwargs)
         tensors: list[torch.Tensor] = []
         try:
-            key = _flatten((args, kwargs), tensors)
+            # inference-mode buffers cannot be written outside inference mode: each mode gets its own graph
+            key = (torch.is_inference_mode_enabled(), _flatten((args, kwargs), tensors))
         except TypeError:
             return self.eager(*args, **kwargs)
         if key in self.uncapturable or self.captures >= MAX_CAPTURES:
@@ -117,7 +118,7 @@ class GraphedForward:
     def _capture(self, key: Any, tensors: list[torch.Tensor], ptr: int) -> _Captured:
         device = next(self.module.parameters()).device
         static = [t.detach().to(device).clone() for t in tensors]  # CPU scalars (timesteps) become device buffers
-        args, kwargs = _rebuild(key, static)
+        args, kwargs = _rebuild(key[1], static)
         side = torch.cuda.Stream(device)
         side.wait_stream(torch.cuda.current_stream(device))
         with torch.cuda.stream(side):
