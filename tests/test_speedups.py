@@ -109,3 +109,17 @@ def test_profiles_accept_the_new_speedups_and_name_them_in_errors():
     assert p.roles["image_to_video"].speedups == ["lean_attention"]
     with pytest.raises(InputError, match="cuda_graphs"):
         profile_from_dict({"name": "x", "roles": {"image_to_video": {**role, "speedups": ["warp"]}}})
+
+
+def test_eviction_releases_cuda_graphs():
+    from tools.memory_manager import GB, MemoryManager
+
+    pipe = tiny_models.build_text_to_image()
+    graphed = install_cuda_graphs(pipe.unet)
+    graphed.graphs["fake"] = object()  # stands in for a captured graph (no CUDA here)
+    moves: list[str] = []
+    manager = MemoryManager(10 * GB, torch.device("cuda"), mover=lambda m, d: moves.append(str(d)))
+    manager.add("sd", pipe, reserve_bytes=0)
+    manager.activate("sd")
+    manager.evict("sd")
+    assert "cpu" in moves and not graphed.graphs

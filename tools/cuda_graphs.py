@@ -8,7 +8,8 @@ bit-identical to eager.
 How it works: the first call with a new input signature (shapes, dtypes and the non-tensor arguments) runs two warm-up
 calls, then captures one into a graph with static input buffers; later calls copy their tensors into those buffers,
 replay, and return a copy of the outputs. A signature that cannot be captured (a host sync inside the model) runs eagerly
-from then on. When the module's weights move (the memory manager evicted and restored it), graphs are recaptured.
+from then on. When the module's weights move (the memory manager evicted and restored it), graphs are recaptured; eviction
+also releases the graphs' memory pools.
 Only active on CUDA, without autograd, and never with offload hooks (the loader applies it to resident pipelines only).
 """
 
@@ -80,6 +81,10 @@ class GraphedForward:
         self.uncapturable: set[Any] = set()
         self.replays = 0
         self.captures = 0
+
+    def release(self) -> None:
+        """Drop the captured graphs and their GPU memory pools (the memory manager calls this on eviction)."""
+        self.graphs.clear()
 
     def _weights_ptr(self) -> int:
         p = next(self.module.parameters(), None)

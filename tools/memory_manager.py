@@ -218,6 +218,9 @@ class MemoryManager:
             cpu = torch.device("cpu")
             for m in unit.modules.values():
                 if not self._module_owners(m):
+                    release = getattr(m.forward, "release", None)
+                    if callable(release):  # CUDA graphs hold a GPU memory pool of activations: free it too
+                        release()
                     self.mover(m, cpu)
             self.evictions.append(key)
             logger.info("memory: evicted %s to the CPU", key)
