@@ -106,3 +106,21 @@ def _image(folder: Path) -> Path:
     path = folder / "in.png"
     Image.fromarray(np.full((64, 96, 3), 90, np.uint8)).save(path)
     return path
+
+
+def test_profile_file_can_turn_fast_on_and_round_trips(tmp_path: Path):
+    import yaml
+
+    data = load_profile("tiny").to_dict()
+    data.pop("source")
+    data["fast"] = True
+    path = tmp_path / "fast.yaml"
+    path.write_text(yaml.safe_dump(data))
+    profile = load_profile(path)
+    assert profile.fast and profile.name == "tiny+fast"
+    assert profile.roles["image_to_video"].params["num_inference_steps"] == 2
+    again = profile_from_dict({k: v for k, v in profile.to_dict().items() if k != "source"})
+    assert again.name == "tiny+fast" and again.roles["image_to_video"].params == profile.roles["image_to_video"].params
+    data["fast"] = "yes"
+    with pytest.raises(InputError, match="fast must be true or false"):
+        profile_from_dict(data)

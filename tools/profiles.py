@@ -169,7 +169,12 @@ def profile_from_dict(data: dict[str, Any], source: str = "") -> Profile:
     if bad:
         raise InputError(f"profile {name!r}: unknown roles {sorted(bad)}; accepted: {', '.join(ROLES)}")
     roles = {role: _role_from_dict(name, role, cfg) for role, cfg in roles_data.items()}
-    fields = {k: v for k, v in data.items() if k not in ("roles", "name", "source")}
+    fields = {k: v for k, v in data.items() if k not in ("roles", "name", "source", "fast")}
+    fast = data.get("fast", False)
+    if not isinstance(fast, bool):
+        raise InputError(
+            f"profile {name!r}: fast must be true or false (true: run the roles' fast settings), got {fast!r}"
+        )
     profile = Profile(name=name, roles=roles, source=source, **fields)
     for dim in ("width", "height"):
         value = getattr(profile, dim)
@@ -182,7 +187,7 @@ def profile_from_dict(data: dict[str, Any], source: str = "") -> Profile:
         raise InputError(f"profile {name!r}: vram_budget_gb must be a number of GB > 0, got {budget!r}")
     if profile.dtype not in DTYPES:
         raise InputError(f"profile {name!r}: dtype {profile.dtype!r} is not one of {', '.join(DTYPES)}")
-    return profile
+    return fast_variant(profile) if fast else profile
 
 
 def fast_variant(profile: Profile) -> Profile:
@@ -207,7 +212,7 @@ def fast_variant(profile: Profile) -> Profile:
     for cfg in out.roles.values():
         apply(cfg)
     out.fast = True
-    out.name = f"{profile.name}+fast"
+    out.name = profile.name if profile.name.endswith("+fast") else f"{profile.name}+fast"
     return out
 
 
