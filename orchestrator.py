@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import logging
 import math
 import os
@@ -449,6 +450,13 @@ class ChatSession:
         run_dir = Path(run_dir)
         if not (run_dir / "manifest.json").is_file() or not (run_dir / STATE_FILE).is_file():
             raise InputError(f"{run_dir} is not a resumable run folder (it needs manifest.json and {STATE_FILE})")
+        made_with = json.loads((run_dir / "manifest.json").read_text(encoding="utf-8")).get("run", {}).get("profile")
+        if made_with and made_with != orchestrator.profile.name:
+            base, fast = made_with.removesuffix("+fast"), made_with.endswith("+fast")
+            raise InputError(
+                f"{run_dir} was made with profile {made_with!r}, not {orchestrator.profile.name!r}: resume it with "
+                f"--profile {base}{' --fast' if fast else ''} so that its remaining steps match the ones already made"
+            )
         self = cls(orchestrator)
         self._open(run_dir, None)
         self.state = PlanState.load(run_dir / STATE_FILE)

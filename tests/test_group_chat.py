@@ -275,6 +275,12 @@ def test_interrupted_run_resumes_where_it_stopped(tmp_path: Path) -> None:
         "extend_video"
     ]
 
+    # Another profile (here the fast mode) would finish the plan with other settings: refused, nothing written.
+    before = (out / "manifest.json").read_bytes(), (out / "transcript.jsonl").read_bytes()
+    with pytest.raises(InputError, match=r"made with profile 'tiny', not 'tiny\+fast'.*--profile tiny so"):
+        asyncio.run(ChatSession.resume(Orchestrator(fast=True), out))
+    assert ((out / "manifest.json").read_bytes(), (out / "transcript.jsonl").read_bytes()) == before
+
     session = asyncio.run(ChatSession.resume(Orchestrator(), out))
     assert session.result is not None and session.result.final_video.is_file()
     tools = [e["tool"] for e in events(out) if e["type"] == "tool_call"]
