@@ -131,7 +131,9 @@ class GraphedForward:
                 self.eager(*args, **kwargs)
         torch.cuda.current_stream(device).wait_stream(side)
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
+        # thread_local: another thread's work on this GPU (a story renders shot k+1's image while shot k animates)
+        # must not invalidate the capture, nor be refused while it runs.
+        with torch.cuda.graph(graph, capture_error_mode="thread_local"):
             output = self.eager(*args, **kwargs)
         while len(self.graphs) >= MAX_GRAPHS:
             self.graphs.popitem(last=False)
