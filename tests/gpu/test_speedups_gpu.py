@@ -46,3 +46,18 @@ def test_lean_short_attention_on_cuda_matches_default():
         lean = LeanAttnProcessor()(attn, x)
     err = ((lean.float() - ref.float()).norm() / ref.float().norm()).item()
     assert err < 2e-3, err
+
+
+def test_cuda_graphs_keep_inference_mode_and_no_grad_apart_and_release():
+    unet = tiny_models.build_text_to_image().unet.eval().to("cuda", torch.float16)
+    graphed = install_cuda_graphs(unet)
+    x = torch.randn(2, 4, 16, 16, device="cuda", dtype=torch.float16)
+    enc = torch.randn(2, 7, unet.config.cross_attention_dim, device="cuda", dtype=torch.float16)
+    t = torch.tensor(500, device="cuda")
+    with torch.inference_mode():
+        a = unet(x, t, enc, return_dict=False)[0]
+    with torch.no_grad():  # buffers captured in inference mode cannot be written here: a second graph
+        b = unet(x, t, enc, return_dict=False)[0]
+    assert torch.equal(a, b) and graphed.captures == 2 and len(graphed.graphs) == 2
+    graphed.release()
+    assert not graphed.graphs
