@@ -40,8 +40,11 @@ def sync() -> None:
 
 
 def rel_err(a: torch.Tensor, ref: torch.Tensor) -> float:
-    a, ref = a.float(), ref.float()
-    return float((a - ref).norm() / ref.norm().clamp_min(1e-12))
+    """Relative L2 error of ``a`` against ``ref`` in float64 (NaN if ``a`` is not finite)."""
+    a, ref = a.double().cpu(), ref.double().cpu()
+    if not torch.isfinite(a).all():
+        return float("nan")
+    return float((a - ref).norm() / ref.norm())
 
 
 def median_time(fn: Callable[[], Any], reps: int, warm: int = 1) -> float:

@@ -41,6 +41,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.ablation import rel_err, sync  # noqa: E402
 from tools.profiles import load_profile  # noqa: E402
 
 log = logging.getLogger("bench")
@@ -53,11 +54,6 @@ START = time.perf_counter()
 
 
 # ----- timing helpers ------------------------------------------------------------------------------------------------
-def sync() -> None:
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
-
-
 class StageTimer:
     """Wraps pipeline modules' methods with synchronized timers: denoiser forwards, VAE decode, whole calls."""
 
@@ -611,13 +607,6 @@ def floor_seconds(calls: dict[str, int], flops: dict[str, float], tflops: float)
 
 
 # ----- precision ---------------------------------------------------------------------------------------------------
-def rel_err(a: torch.Tensor, ref: torch.Tensor) -> float:
-    a, ref = a.double().cpu(), ref.double().cpu()
-    if not torch.isfinite(a).all():
-        return float("nan")
-    return float((a - ref).norm() / ref.norm())
-
-
 def run_precision(profile_opt: Any, args: argparse.Namespace) -> dict:
     """Final latents of each Mora stage at Mora's settings: fp32 (TF32 off), fp16 as Mora, optimized."""
     from PIL import Image
@@ -682,20 +671,26 @@ def run_precision(profile_opt: Any, args: argparse.Namespace) -> dict:
         return out
 
     # 1. optimized: OpenMora's loader with the profile's speedups (compiled graphs reused from the optimized phase).
-    loader = PipelineLoader(profile_opt)
-    opt = {}
+    stages = args.precision_stages.split(",")
+
+    def stage_pipes(profile: Any) -> dict[str, Any]:
+        """The asked-for stages' pipelines through OpenMora's loader (cached: loaded once per configuration)."""
+        loader = PipelineLoader(profile)
+        pipes = {}
+        for role, part, name in (
+            ("text_to_image", "main", "sdxl_base"),
+            ("text_to_image", "refiner", "sdxl_refiner"),
+            ("edit_image", "main", "ip2p"),
+            ("image_to_video", "main", "svd"),
+        ):
+            if part == "refiner" and profile.roles[role].refiner is None:
+                continue
+            if name.split("_")[0] in stages and elapsed() < args.deadline:
+                pipes[name] = loader.get(role, part)
+        return pipes
+
     t = time.perf_counter()
-    for role, part, name in (
-        ("text_to_image", "main", "sdxl_base"),
-        ("text_to_image", "refiner", "sdxl_refiner"),
-        ("edit_image", "main", "ip2p"),
-        ("image_to_video", "main", "svd"),
-    ):
-        if part == "refiner" and profile_opt.roles[role].refiner is None:
-            continue
-        if name.split("_")[0] not in args.precision_stages.split(","):
-            continue
-        opt[name] = loader.get(role, part)
+    opt = stage_pipes(profile_opt)
     got_opt = calls(opt)
     res["optimized_s"] = time.perf_counter() - t
     got_opt = {k: v.cpu() for k, v in got_opt.items()}
@@ -704,18 +699,7 @@ def run_precision(profile_opt: Any, args: argparse.Namespace) -> dict:
     from tools.profiles import fast_variant
 
     fast_profile = fast_variant(profile_opt)
-    fast_loader = PipelineLoader(fast_profile)
-    fast = {}
-    for name, role, part in (
-        ("svd", "image_to_video", "main"),
-        ("ip2p", "edit_image", "main"),
-        ("sdxl_base", "text_to_image", "main"),
-        ("sdxl_refiner", "text_to_image", "refiner"),
-    ):
-        if part == "refiner" and fast_profile.roles[role].refiner is None:
-            continue
-        if name.split("_")[0] in args.precision_stages.split(",") and elapsed() < args.deadline:
-            fast[name] = fast_loader.get(role, part)
+    fast = stage_pipes(fast_profile)
     t = time.perf_counter()
     got_fast = {k: v.cpu() for k, v in calls(fast, fast_profile).items()}
     res["fast_s"] = time.perf_counter() - t
@@ -730,7 +714,7 @@ def run_precision(profile_opt: Any, args: argparse.Namespace) -> dict:
         mb = MoraBaseline(profile_opt, base_args, StageTimer())
         mb.dtype = dtype
         for group in (("svd",), ("sdxl",), ("ip2p",)):
-            if group[0] not in args.precision_stages.split(","):
+            if group[0] not in stages:
                 continue
             if elapsed() > args.deadline:
                 break
@@ -743,7 +727,7 @@ def run_precision(profile_opt: Any, args: argparse.Namespace) -> dict:
                 gc.collect()
                 mb.pipes["svd"] = mb._from("image_to_video", dtype=dtype).to(dev)
             for name in list(mb.pipes):  # only the stages asked for (text-to-video's group also loads SVD)
-                if name.split("_")[0] not in args.precision_stages.split(","):
+                if name.split("_")[0] not in stages:
                     mb.pipes.pop(name)
             got[prec].update({k: v.cpu() for k, v in calls(mb.pipes).items()})
         res[f"{prec}_s"] = time.perf_counter() - t
