@@ -10,7 +10,7 @@ import pytest
 
 from orchestrator import Orchestrator, main
 from tools.artifacts import ArtifactStore
-from tools.model_loader import LOAD_COUNTS
+from tools.model_loader import LOAD_COUNTS, clear_cache
 from tools.video_io import read_video
 
 W, H, FPS = 96, 64, 7
@@ -135,6 +135,8 @@ def test_same_seed_same_frames_and_other_seed_differs(tmp_path: Path) -> None:
 
 
 def test_loader_loads_each_pipeline_once(tmp_path: Path, media: dict) -> None:
+    clear_cache()  # start from nothing loaded: other tests (the bench's) may have cleared and reloaded the cache
+    LOAD_COUNTS.clear()
     Orchestrator().run("text-to-video", prompt="a boat", segments=2, out=tmp_path / "a")
     Orchestrator().run("connect", videos=[media["video_a"], media["video_b"]], out=tmp_path / "b")
     Orchestrator().run("edit", videos=[media["video_a"]], prompt="make it snow", out=tmp_path / "c")
