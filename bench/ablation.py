@@ -388,3 +388,253 @@ def run_vae(args: Any, elapsed: Callable[[], float]) -> list:
     rows = vae_rows(vae, f, h, w, dev, dt, g, args, elapsed)
     torch.backends.cudnn.benchmark = False
     return rows
+
+
+# ----- convolutions: why compiled convs ran slower than eager ones ---------------------------------------------------
+class TemporalConvAs2d(torch.nn.Module):
+    """A ``Conv3d`` with kernel (k, 1, 1) run as a ``Conv2d`` with kernel (k, 1) over (frames, height*width).
+
+    The same sums in the same order per output element (only the kernel's tiling may differ): cuDNN's 2-D NHWC
+    kernels are its most tuned ones, its 3-D ones often convert layouts around the call."""
+
+    def __init__(self, conv: torch.nn.Conv3d) -> None:
+        super().__init__()
+        k = conv.kernel_size
+        if k[1:] != (1, 1) or conv.stride != (1, 1, 1) or conv.groups != 1 or conv.dilation != (1, 1, 1):
+            raise ValueError(f"only (k, 1, 1) temporal convolutions convert, got kernel {k}")
+        pad = conv.padding
+        if isinstance(pad, str) or pad[1:] != (0, 0):
+            raise ValueError(f"only temporal padding converts, got {pad}")
+        self.pad = (pad[0], 0)
+        self.weight = torch.nn.Parameter(conv.weight.detach()[..., 0], requires_grad=False)  # (out, in, k, 1)
+        self.bias = None if conv.bias is None else torch.nn.Parameter(conv.bias.detach(), requires_grad=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, c, f, h, w = x.shape
+        y = torch.nn.functional.conv2d(x.reshape(n, c, f, h * w), self.weight, self.bias, padding=self.pad)
+        return y.reshape(n, y.shape[1], f, h, w)
+
+
+def temporal_convs_as_2d(module: torch.nn.Module) -> int:
+    """Replace every (k, 1, 1) ``Conv3d`` under ``module`` by ``TemporalConvAs2d``; returns how many."""
+    n = 0
+    for sub in list(module.modules()):
+        for child_name, child in list(sub.named_children()):
+            if isinstance(child, torch.nn.Conv3d):
+                try:
+                    setattr(sub, child_name, TemporalConvAs2d(child))
+                    n += 1
+                except ValueError:
+                    pass
+    return n
+
+
+def _conv_configs(unet: Any, forward: Callable[[], Any]) -> list[dict]:
+    """Every convolution one forward runs: kind, input shape, weight shape, padding, stride, and how often."""
+    seen: dict[tuple, dict] = {}
+    hooks = []
+
+    def hook(mod: Any, inp: tuple) -> None:
+        x = inp[0]
+        key = (type(mod).__name__, tuple(x.shape), tuple(mod.weight.shape), tuple(mod.padding), tuple(mod.stride))
+        seen.setdefault(key, {"count": 0})["count"] += 1
+
+    for m in unet.modules():
+        if isinstance(m, (torch.nn.Conv2d, torch.nn.Conv3d)):
+            hooks.append(m.register_forward_pre_hook(hook))
+    forward()
+    for h in hooks:
+        h.remove()
+    return [
+        {"kind": k[0], "x": k[1], "w": k[2], "padding": k[3], "stride": k[4], "count": v["count"]}
+        for k, v in seen.items()
+    ]
+
+
+def conv_rows(configs: list[dict], dev: str, dt: torch.dtype, reps: int) -> dict:
+    """Each convolution alone in NCHW, in channels_last, and (temporal ones) as a 2-D conv; cudnn.benchmark off/on.
+    Totals are weighted by how often one UNet forward runs each configuration."""
+    F = torch.nn.functional
+    rows = []
+    for cfg in configs:
+        x = torch.randn(cfg["x"], device=dev, dtype=dt)
+        w = torch.randn(cfg["w"], device=dev, dtype=dt) * 0.02
+        three_d = cfg["kind"] == "Conv3d"
+        fn = F.conv3d if three_d else F.conv2d
+        fmt = torch.channels_last_3d if three_d else torch.channels_last
+        variants: dict[str, Callable[[], Any]] = {
+            "nchw": lambda x=x, w=w, fn=fn, c=cfg: fn(x, w, padding=c["padding"], stride=c["stride"]),
+        }
+        xl, wl = x.contiguous(memory_format=fmt), w.contiguous(memory_format=fmt)
+        variants["nhwc"] = lambda x=xl, w=wl, fn=fn, c=cfg: fn(x, w, padding=c["padding"], stride=c["stride"])
+        if three_d and cfg["w"][3:] == (1, 1) and tuple(cfg["stride"]) == (1, 1, 1):
+            n, c_, f, h, wd = cfg["x"]
+            x2 = xl.reshape(n, c_, f, h * wd)  # NDHWC memory is a valid NHWC (frames x pixels) view
+            w2 = w[..., 0].contiguous(memory_format=torch.channels_last)
+            pad = (cfg["padding"][0], 0)
+            variants["as 2-d nhwc"] = lambda x=x2, w=w2, p=pad: F.conv2d(x, w, padding=p)
+        row = {"kind": cfg["kind"], "x": cfg["x"], "w": cfg["w"], "count": cfg["count"]}
+        for bench_mode in (False, True):
+            torch.backends.cudnn.benchmark = bench_mode
+            for name, call in variants.items():
+                label = f"{name}{' +benchmark' if bench_mode else ''}"
+                try:
+                    with torch.inference_mode():
+                        t = median_time(call, reps, warm=2)
+                    row[label + "_ms"] = round(t * 1e3, 3)
+                except RuntimeError as err:
+                    row[label + "_ms"] = f"n/a: {str(err)[:60]}"
+        rows.append(row)
+        del x, w, xl, wl
+    torch.backends.cudnn.benchmark = False
+    # One forward's conv time per layout choice: 2-D convs in nchw/nhwc, temporal ones in their best form.
+    summary: dict[str, float] = {}
+    for bench_mode in ("", " +benchmark"):
+        for name in ("nchw", "nhwc"):
+            summary[f"{name}{bench_mode}"] = round(
+                sum(
+                    r[f"{name}{bench_mode}_ms"] * r["count"]
+                    for r in rows
+                    if isinstance(r.get(f"{name}{bench_mode}_ms"), float)
+                )
+                / 1e3,
+                4,
+            )
+        summary[f"nhwc, temporal as 2-d{bench_mode}"] = round(
+            sum(
+                r.get(f"as 2-d nhwc{bench_mode}_ms", r.get(f"nhwc{bench_mode}_ms", 0.0)) * r["count"]
+                for r in rows
+                if isinstance(r.get(f"nhwc{bench_mode}_ms"), float)
+            )
+            / 1e3,
+            4,
+        )
+    return {"per_config": rows, "forward_conv_s": summary}
+
+
+def conv_kernel_times(fn: Callable[[], Any]) -> dict:
+    """Device time of the convolution ops of one call, by input shape (aten::cudnn_convolution and friends)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    fn()
+    sync()
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA], record_shapes=True) as prof:
+        fn()
+        sync()
+    out: dict[str, float] = {}
+    for ev in prof.key_averages(group_by_input_shape=True):
+        if "convolution" in ev.key and ev.key.startswith("aten::cudnn"):
+            t = getattr(ev, "device_time_total", None) or getattr(ev, "cuda_time_total", 0)
+            out[f"{ev.key} {ev.input_shapes[:2]}"] = round(t / 1e6, 5)
+    return dict(sorted(out.items(), key=lambda kv: -kv[1]))
+
+
+def run_convs(args: Any, elapsed: Callable[[], float]) -> dict:
+    """Convolutions of SVD's UNet at Mora's shapes: each alone per layout, then one block compiled per variant."""
+    from tools.attention import install_lean_attention
+    from tools.full_size import FULL_SIZE_MODELS, build_component
+    from tools.model_loader import _prefer_cudnn_attention
+
+    res: dict[str, Any] = {}
+    dev = "cuda" if torch.cuda.is_available() else "cpu"
+    if args.tiny:
+        from tools.tiny_models import build_image_to_video
+
+        unet, (h, w, f), dt = build_image_to_video().unet, (8, 12, 4), torch.float32
+    else:
+        spec = FULL_SIZE_MODELS["stabilityai/stable-video-diffusion-img2vid-xt"]
+        unet, (h, w, f), dt = build_component(spec.components["unet"], torch.float16, dev), (72, 128, 25), torch.float16
+    install_lean_attention(unet)
+    _prefer_cudnn_attention(unet)
+    g = torch.Generator("cpu").manual_seed(0)
+    sample = torch.randn(2, f, 8, h, w, generator=g).to(dev, dt)
+    enc = torch.randn(2, 1, unet.config.cross_attention_dim, generator=g).to(dev, dt)
+    added = torch.tensor([[6.0, 180.0, 0.1]] * 2).to(dev, dt)
+    tstep = torch.tensor(1.5, device=dev)
+    reps = 1 if args.tiny else 10
+
+    # The block whose inputs we capture: the full-resolution up block (3 resnets, 3 transformers: the most convs).
+    block = unet.up_blocks[-1]
+    captured: dict[str, Any] = {}
+
+    def grab(mod: Any, a: tuple, kw: dict) -> None:
+        captured["args"], captured["kwargs"] = a, dict(kw)
+
+    handle = block.register_forward_pre_hook(grab, with_kwargs=True)
+
+    def forward() -> Any:
+        with torch.inference_mode():
+            return unet(sample, tstep, enc, added_time_ids=added).sample
+
+    configs = _conv_configs(unet, forward)
+    handle.remove()
+    res["conv_configs"] = len(configs)
+    res["convs"] = conv_rows(configs, dev, dt, reps)
+    log.info("convs alone, one forward: %s", res["convs"]["forward_conv_s"])
+    ref_block = copy.deepcopy(block)
+    unet.to("cpu")  # only the block stays on the GPU
+    gc.collect()
+    torch.cuda.empty_cache() if dev == "cuda" else None
+
+    def block_call(m: Any) -> Callable[[], Any]:
+        def call() -> Any:
+            with torch.inference_mode():
+                return m(*captured["args"], **captured["kwargs"])
+
+        return call
+
+    with torch.inference_mode():
+        ref_out = block_call(ref_block)()
+    variants: list[tuple[str, dict]] = [
+        ("eager", {}),
+        ("compile (as `mora`: 4-D channels_last)", {"compile": True, "cl4": True}),
+        ("compile, no channels_last", {"compile": True}),
+        ("compile + 5-D channels_last", {"compile": True, "cl4": True, "cl5": True}),
+        ("compile + cudnn.benchmark", {"compile": True, "cl4": True, "benchmark": True}),
+        ("compile + temporal convs as 2-D", {"compile": True, "cl4": True, "as2d": True}),
+        (
+            "compile + temporal convs as 2-D + cudnn.benchmark",
+            {"compile": True, "cl4": True, "as2d": True, "benchmark": True},
+        ),
+        ("compile max-autotune-no-cudagraphs", {"compile": True, "cl4": True, "mode": "max-autotune-no-cudagraphs"}),
+    ]
+    rows = []
+    for name, opt in variants:
+        if elapsed() > args.deadline - 60:
+            rows.append({"variant": name, "skipped": "deadline"})
+            continue
+        try:
+            torch._dynamo.reset()
+            torch.backends.cudnn.benchmark = bool(opt.get("benchmark"))
+            m = copy.deepcopy(ref_block)
+            if opt.get("as2d"):
+                temporal_convs_as_2d(m)
+            for p in m.parameters():
+                if p.dim() == 4 and opt.get("cl4"):
+                    p.data = p.data.contiguous(memory_format=torch.channels_last)
+                if p.dim() == 5 and opt.get("cl5"):
+                    p.data = p.data.contiguous(memory_format=torch.channels_last_3d)
+            if opt.get("compile") and not args.tiny:
+                m.compile(dynamic=False, **({"mode": opt["mode"]} if "mode" in opt else {}))
+            call = block_call(m)
+            t = time.perf_counter()
+            out = call()
+            sync()
+            warm = time.perf_counter() - t
+            row: dict[str, Any] = {"variant": name, "first_call_s": round(warm, 1)}
+            row["block_s"] = round(median_time(call, reps, warm=2), 5)
+            row["rel_diff_vs_eager"] = rel_err(out, ref_out)
+            if dev == "cuda":
+                kb = kernel_breakdown(call, top=8)
+                row["by_kind_s"] = kb["by_kind_s"]
+                row["top"] = kb["top"]
+                row["conv_ops"] = dict(list(conv_kernel_times(call).items())[:12])
+            rows.append(row)
+            log.info("conv block %s: %s", name, {k: v for k, v in row.items() if k not in ("top", "conv_ops")})
+            del m
+        except Exception as err:
+            log.error("conv block %s failed: %s\n%s", name, err, traceback.format_exc())
+            rows.append({"variant": name, "error": str(err)[:300]})
+    torch.backends.cudnn.benchmark = False
+    res["block"] = rows
+    return res

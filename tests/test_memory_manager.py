@@ -106,6 +106,26 @@ def test_shared_modules_counted_once_and_not_evicted_under_a_user():
     assert id(base.unet) in moved
 
 
+def test_clear_cache_moves_every_resident_pipeline_off_the_device():
+    from tools import memory_manager
+    from tools.model_loader import clear_cache
+
+    base, video = _tiny("text_to_image"), _tiny("image_to_video")
+    moved: list[int] = []
+    mm = MemoryManager(
+        budget_bytes=1 << 40, device="cuda:0", mover=lambda m, d: moved.append(id(m)) if str(d) == "cpu" else None
+    )
+    mm.add("base", base, 0)
+    mm.add("video", video, 0)
+    mm.activate("base")
+    mm.activate("video")
+    memory_manager._MANAGERS["cuda:0"] = mm
+    clear_cache()  # the pipelines stay referenced here, as a finished run's objects can keep them
+    assert "cuda:0" not in memory_manager._MANAGERS
+    assert mm.resident_keys() == []
+    assert sorted(moved) == sorted(id(m) for p in (base, video) for m in pipeline_modules(p).values())
+
+
 def test_refiner_sharing_with_resident_base_stays_resident():
     from diffusers import StableDiffusionImg2ImgPipeline
 

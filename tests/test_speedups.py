@@ -3,6 +3,8 @@ bookkeeping), checked on tiny real models on the CPU. Their speed is measured in
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -123,3 +125,15 @@ def test_eviction_releases_cuda_graphs():
     manager.activate("sd")
     manager.evict("sd")
     assert "cpu" in moves and not graphed.graphs
+
+
+def test_compile_caches_go_to_the_openmora_cache_unless_the_user_chose_a_folder(tmp_path, monkeypatch):
+    from tools.model_loader import apply_speedups, persistent_compile_cache
+
+    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
+    monkeypatch.setenv("OPENMORA_CACHE", str(tmp_path / "cache"))
+    pipe = tiny_models.build_image_to_video()
+    apply_speedups(pipe, ["vae_compile"])  # wraps the decoder for compilation; nothing compiles until a call
+    assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(tmp_path / "cache" / "inductor")
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "mine"))
+    assert persistent_compile_cache() == str(tmp_path / "mine")

@@ -24,6 +24,7 @@ import re
 import threading
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -86,6 +87,19 @@ def _atomic_write_text(path: Path, text: str) -> None:
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def _write_both(frames: np.ndarray, fps: float, mp4: Path, lossless: Path) -> None:
+    """The MP4 and its lossless copy, encoded at the same time (two ffmpeg processes; bench/bench_encode.py
+    measures serial against parallel). If either fails, neither file is left behind."""
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="encode") as pool:
+        jobs = [pool.submit(write_video, frames, fps, mp4), pool.submit(write_lossless, frames, fps, lossless)]
+        errors = [job.exception() for job in jobs]
+    failed = next((e for e in errors if e is not None), None)
+    if failed is not None:
+        for path in (mp4, lossless):
+            path.unlink(missing_ok=True)
+        raise failed
 
 
 class ArtifactStore:
@@ -254,8 +268,7 @@ class ArtifactStore:
             start = time.perf_counter()
             if self.on_event:
                 self.on_event({"type": "encode", "phase": "start", "id": art_id, "frames": int(frames.shape[0])})
-            write_video(frames, fps, out)
-            write_lossless(frames, fps, self.resolve(rel_frames))
+            _write_both(frames, fps, out, self.resolve(rel_frames))
             self.encode_seconds += time.perf_counter() - start
             if self.on_event:
                 self.on_event({"type": "encode", "phase": "end", "id": art_id})

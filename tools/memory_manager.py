@@ -225,6 +225,12 @@ class MemoryManager:
             self.evictions.append(key)
             logger.info("memory: evicted %s to the CPU", key)
 
+    def evict_all(self) -> None:
+        """Every resident unit to the CPU (modules shared between units move with the last of their users)."""
+        with self._lock:
+            for key in list(self.units):
+                self.evict(key)
+
     def forget(self, key: Any) -> None:
         with self._lock:
             if key in self.units:
@@ -349,9 +355,16 @@ def manager_for(device: torch.device, budget_gb: float | None) -> MemoryManager:
 
 
 def reset_managers() -> None:
-    """Forget every manager (the loader's ``clear_cache`` calls it)."""
+    """Forget every manager (the loader's ``clear_cache`` calls it), moving every resident pipeline to the CPU first.
+
+    Dropping the loader's references is not enough to free the GPU: a finished run's objects or compiled graphs can
+    still reference a pipeline (seen on the H100: 62 GB stayed allocated after ``clear_cache``). Evicted, such a
+    pipeline holds host memory only, and its CUDA-graph pools are released."""
     with _MANAGERS_LOCK:
+        managers = list(_MANAGERS.values())
         _MANAGERS.clear()
+    for mm in managers:
+        mm.evict_all()
 
 
 def reserve_bytes(pipeline_class: str, reserve_gb: float | None) -> int:

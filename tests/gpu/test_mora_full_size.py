@@ -50,7 +50,9 @@ def test_lowvram_profile_stays_within_24_gb(setup):
     from tools.profiles import load_profile
 
     _, inputs, root = setup
-    clear_cache()
+    clear_cache()  # the earlier tests' pipelines (Wan 14B among them) must leave the GPU, referenced or not
+    left = torch.cuda.memory_allocated() / 2**30
+    assert left < 1.0, f"{left:.1f} GB still allocated after clear_cache()"
     profile = full_size_profile(load_profile("mora-lowvram"), root=root / "models")
     torch.cuda.reset_peak_memory_stats()
     Orchestrator(profile=profile, llm="none", runs_dir=root / "low").run(
