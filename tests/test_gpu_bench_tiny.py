@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import torch
+
 from bench.gpu_bench import main
 
 
@@ -28,3 +30,32 @@ def test_gpu_bench_phases_on_tiny(tmp_path: Path) -> None:
     summary = res["summary"]["text-to-video"]
     assert summary["baseline_s"] > 0 and summary["speedup"] > 0
     assert (out / "precision_ref.pt").is_file()
+    # A second run reuses that fp32 reference once its own fp16 latents reproduce the saved ones; a reference from
+    # other weights (here: altered fp16 latents) is not trusted and the fp32 run happens again.
+    again = tmp_path / "again"
+    ref = out / "precision_ref.pt"
+    args = ["--tiny", "--phases", "precision", "--precision-stages", "svd", "--precision-ref"]
+    assert main([*args, str(ref), "--out", str(again)]) == 0
+    prec = json.loads((again / "bench.json").read_text())["precision"]
+    assert prec["saved_reference"]["fp16_rel_diff"]["svd"] == 0.0 and prec["fp32_s"] == 0.0
+    assert prec["svd"]["fp16_vs_fp32"] == svd["fp16_vs_fp32"]
+    saved = torch.load(ref)
+    saved["fp16"]["svd"] = saved["fp16"]["svd"] * 1.01
+    torch.save(saved, tmp_path / "other.pt")
+    assert main([*args, str(tmp_path / "other.pt"), "--out", str(tmp_path / "other")]) == 0
+    prec = json.loads((tmp_path / "other" / "bench.json").read_text())["precision"]
+    assert prec["saved_reference"]["fp16_rel_diff"]["svd"] > 1e-3 and prec["fp32_s"] > 0
+
+
+def test_conv_study_phase_on_tiny(tmp_path: Path) -> None:
+    from bench.ablation import TemporalConvAs2d
+
+    assert main(["--tiny", "--out", str(tmp_path), "--phases", "convs"]) == 0
+    res = json.loads((tmp_path / "bench.json").read_text())["convs"]
+    kinds = {row["kind"] for row in res["convs"]["per_config"]}
+    assert kinds == {"Conv2d", "Conv3d"}  # SVD's UNet: spatial and temporal convolutions
+    assert all(row.get("block_s", 0) > 0 for row in res["block"]), res["block"]
+    # the temporal conv rewritten as a 2-D conv computes the same function
+    conv = torch.nn.Conv3d(4, 6, (3, 1, 1), padding=(1, 0, 0))
+    x = torch.randn(2, 4, 5, 3, 7)
+    assert torch.allclose(TemporalConvAs2d(conv)(x), conv(x), atol=1e-5)
