@@ -135,6 +135,15 @@ def _channels_last(module: torch.nn.Module, on: bool) -> None:
             p.data = p.data.contiguous(memory_format=torch.channels_last_3d if on else torch.contiguous_format)
 
 
+def svd_unet_inputs(unet: Any, h: int, w: int, f: int, dev: str, dt: torch.dtype) -> tuple:
+    """One CFG pass's inputs for SVD's UNet: (sample, timestep, image embedding, added time ids), fixed seed."""
+    g = torch.Generator("cpu").manual_seed(0)
+    sample = torch.randn(2, f, 8, h, w, generator=g).to(dev, dt)
+    enc = torch.randn(2, 1, unet.config.cross_attention_dim, generator=g).to(dev, dt)
+    added = torch.tensor([[6.0, 180.0, 0.1]] * 2).to(dev, dt)
+    return sample, torch.tensor(1.5, device=dev), enc, added, g
+
+
 def run_ablation(args: Any, elapsed: Callable[[], float]) -> dict:
     from tools.full_size import FULL_SIZE_MODELS, build_component
     from tools.model_loader import _prefer_cudnn_attention, compile_regions
@@ -154,11 +163,7 @@ def run_ablation(args: Any, elapsed: Callable[[], float]) -> dict:
         unet = build_component(spec.components["unet"], dt, dev)
         vae = build_component(spec.components["vae"], dt, dev)
         h, w, f = 72, 128, 25
-    g = torch.Generator("cpu").manual_seed(0)
-    sample = torch.randn(2, f, 8, h, w, generator=g).to(dev, dt)
-    enc = torch.randn(2, 1, unet.config.cross_attention_dim, generator=g).to(dev, dt)
-    added = torch.tensor([[6.0, 180.0, 0.1]] * 2).to(dev, dt)
-    tstep = torch.tensor(1.5, device=dev)
+    sample, tstep, enc, added, g = svd_unet_inputs(unet, h, w, f, dev, dt)
     reps = 1 if args.tiny else 5
     torch.backends.cudnn.benchmark = False
 
@@ -546,11 +551,7 @@ def run_convs(args: Any, elapsed: Callable[[], float]) -> dict:
         unet, (h, w, f), dt = build_component(spec.components["unet"], torch.float16, dev), (72, 128, 25), torch.float16
     install_lean_attention(unet)
     _prefer_cudnn_attention(unet)
-    g = torch.Generator("cpu").manual_seed(0)
-    sample = torch.randn(2, f, 8, h, w, generator=g).to(dev, dt)
-    enc = torch.randn(2, 1, unet.config.cross_attention_dim, generator=g).to(dev, dt)
-    added = torch.tensor([[6.0, 180.0, 0.1]] * 2).to(dev, dt)
-    tstep = torch.tensor(1.5, device=dev)
+    sample, tstep, enc, added, _ = svd_unet_inputs(unet, h, w, f, dev, dt)
     reps = 1 if args.tiny else 10
 
     # The block whose inputs we capture: the full-resolution up block (3 resnets, 3 transformers: the most convs).

@@ -27,6 +27,14 @@ def _recorder():
     return moves, mover
 
 
+def _notional_gpu(moved: list[int]) -> MemoryManager:
+    """A manager of a notional GPU: moves are recorded (ids of modules sent to the CPU), never performed, so the
+    tests run on a CPU-only machine."""
+    return MemoryManager(
+        budget_bytes=1 << 40, device="cuda:0", mover=lambda m, d: moved.append(id(m)) if str(d) == "cpu" else None
+    )
+
+
 def _tiny(name: str):
     from tools import tiny_models
 
@@ -90,10 +98,7 @@ def test_shared_modules_counted_once_and_not_evicted_under_a_user():
         requires_safety_checker=False,
     )
     moved: list[int] = []
-    # A notional GPU: the recorder performs no move, so this runs on a CPU-only machine.
-    mm = MemoryManager(
-        budget_bytes=1 << 40, device="cuda:0", mover=lambda m, d: moved.append(id(m)) if str(d) == "cpu" else None
-    )
+    mm = _notional_gpu(moved)
     mm.add("base", base, 0)
     mm.add("refiner", refiner, 0)
     mm.activate("base")
@@ -112,9 +117,7 @@ def test_clear_cache_moves_every_resident_pipeline_off_the_device():
 
     base, video = _tiny("text_to_image"), _tiny("image_to_video")
     moved: list[int] = []
-    mm = MemoryManager(
-        budget_bytes=1 << 40, device="cuda:0", mover=lambda m, d: moved.append(id(m)) if str(d) == "cpu" else None
-    )
+    mm = _notional_gpu(moved)
     mm.add("base", base, 0)
     mm.add("video", video, 0)
     mm.activate("base")
