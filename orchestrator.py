@@ -382,10 +382,8 @@ class ChatSession:
         self.state = PlanState(task="story", prompt=prompt, segments=segments, final_id=final_id, finals=[final_id])
         self.state.save(self.store.run_dir / STATE_FILE)
 
-    async def _execute(self, client: Any, request: str | None) -> None:
-        if client is None:
-            await asyncio.to_thread(PlanExecutor(self.ctx, self.transcript, self.state).run_all)
-            return
+    def _group_chat(self) -> GroupChatSession:
+        """The session's group chat, made on first use (one per session: the agents keep their history)."""
         if self.group is None:
             self.group = GroupChatSession(
                 self.ctx,
@@ -395,7 +393,13 @@ class ChatSession:
                 max_turns=self.orch.max_turns,
                 on_event=self._emit,
             )
-        await self.group.run(request)
+        return self.group
+
+    async def _execute(self, client: Any, request: str | None) -> None:
+        if client is None:
+            await asyncio.to_thread(PlanExecutor(self.ctx, self.transcript, self.state).run_all)
+            return
+        await self._group_chat().run(request)
 
     async def revise(self, text: str) -> RunResult:
         """Apply a revision ("make it darker", "extend it by two seconds"); only what depends on it re-runs."""
@@ -421,16 +425,7 @@ class ChatSession:
                     reason="no LLM: keyword reading",
                 )
             else:
-                if self.group is None:
-                    self.group = GroupChatSession(
-                        self.ctx,
-                        self.transcript,
-                        self.orch.client,
-                        self.state,
-                        max_turns=self.orch.max_turns,
-                        on_event=self._emit,
-                    )
-                intent = await self.group.choose_intent(text)
+                intent = await self._group_chat().choose_intent(text)
             frames = int(self.orch.profile.role("image_to_video").params.get("num_frames", 25))
             steps = self.state.begin_revision(intent, text, self.orch.profile.fps, frames)
             self.transcript.record(
@@ -463,15 +458,7 @@ class ChatSession:
         self.transcript.record("run_resume", agent="user", pending=[s.tool for s in self.state.pending()])
         client = orchestrator.client()
         if client is not None:
-            self.group = GroupChatSession(
-                self.ctx,
-                self.transcript,
-                orchestrator.client,
-                self.state,
-                max_turns=orchestrator.max_turns,
-                on_event=self._emit,
-            )
-            await self.group.load_team()
+            await self._group_chat().load_team()
         if not self.state.complete:
             wall_start = time.perf_counter()
             with self._status_on_failure():

@@ -22,7 +22,7 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 from moviepy.video.io.ffmpeg_writer import FFMPEG_VideoWriter  # noqa: E402
 
-from tools.artifacts import _write_both  # noqa: E402
+from tools.artifacts import write_clip_files  # noqa: E402
 from tools.video_io import read_frames, write_lossless, write_video  # noqa: E402
 
 
@@ -71,7 +71,7 @@ def main() -> int:
             "new_mp4_s": timed(lambda: write_video(frames, 7, d / "new.mp4")),
             "old_lossless_s": timed(lambda: np.savez_compressed(d / "old.npz", frames=frames)),
             "new_lossless_s": timed(lambda: write_lossless(frames, 7, d / "new.mkv")),
-            "new_both_parallel_s": timed(lambda: _write_both(frames, 7, d / "par.mp4", d / "par.mkv")),
+            "new_both_parallel_s": timed(lambda: write_clip_files(frames, 7, d / "par.mp4", d / "par.mkv")),
         }
         exact = bool(np.array_equal(read_frames(d / "new.mkv"), frames))
         sizes = {k: round((d / k).stat().st_size / 1e6, 1) for k in ("old.mp4", "new.mp4", "old.npz", "new.mkv")}

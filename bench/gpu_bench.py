@@ -845,6 +845,11 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="a precision_ref.pt from an earlier run: its fp32 latents are reused where this run's fp16 ones match",
     )
+    ap.add_argument(
+        "--convs-autotune",
+        action="store_true",
+        help="convs phase: also compile the block with max-autotune (took over 6 minutes on an H100 without finishing)",
+    )
     ap.add_argument("--profile-denoiser", action="store_true", help="after a phase: kernel breakdown + CUDA graph")
     ap.add_argument("--deadline", type=float, default=1e9, help="skip remaining work after this many seconds")
     args = ap.parse_args(argv)

@@ -35,6 +35,22 @@ def _notional_gpu(moved: list[int]) -> MemoryManager:
     )
 
 
+def _sharing_refiner(base):
+    """A second pipeline sharing the base's VAE and text encoder, like SDXL's refiner."""
+    from diffusers import StableDiffusionImg2ImgPipeline
+
+    return StableDiffusionImg2ImgPipeline(
+        vae=base.vae,
+        text_encoder=base.text_encoder,
+        tokenizer=base.tokenizer,
+        unet=_tiny("edit_image").unet,
+        scheduler=base.scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+
+
 def _tiny(name: str):
     from tools import tiny_models
 
@@ -83,20 +99,8 @@ def test_reserve_counts_for_the_active_unit_even_when_resident():
 
 
 def test_shared_modules_counted_once_and_not_evicted_under_a_user():
-    from diffusers import StableDiffusionImg2ImgPipeline
-
     base = _tiny("text_to_image")
-    # A second pipeline sharing the base's VAE and text encoder (like SDXL's refiner).
-    refiner = StableDiffusionImg2ImgPipeline(
-        vae=base.vae,
-        text_encoder=base.text_encoder,
-        tokenizer=base.tokenizer,
-        unet=_tiny("edit_image").unet,
-        scheduler=base.scheduler,
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    )
+    refiner = _sharing_refiner(base)
     moved: list[int] = []
     mm = _notional_gpu(moved)
     mm.add("base", base, 0)
@@ -130,19 +134,8 @@ def test_clear_cache_moves_every_resident_pipeline_off_the_device():
 
 
 def test_refiner_sharing_with_resident_base_stays_resident():
-    from diffusers import StableDiffusionImg2ImgPipeline
-
     base = _tiny("text_to_image")
-    refiner = StableDiffusionImg2ImgPipeline(
-        vae=base.vae,
-        text_encoder=base.text_encoder,
-        tokenizer=base.tokenizer,
-        unet=_tiny("edit_image").unet,
-        scheduler=base.scheduler,
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    )
+    refiner = _sharing_refiner(base)
     mm = MemoryManager(budget_bytes=_weights(base) + 1, device="cpu", mover=lambda m, d: None)
     assert mm.add("base", base, 0).placement == "resident"
     # Alone the refiner would not fit beside its reserve; offload hooks on the shared VAE would break the base.

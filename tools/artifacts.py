@@ -89,7 +89,7 @@ def _atomic_write_text(path: Path, text: str) -> None:
             tmp.unlink()
 
 
-def _write_both(frames: np.ndarray, fps: float, mp4: Path, lossless: Path) -> None:
+def write_clip_files(frames: np.ndarray, fps: float, mp4: Path, lossless: Path) -> None:
     """The MP4 and its lossless copy, encoded at the same time (two ffmpeg processes; bench/bench_encode.py
     measures serial against parallel). If either fails, neither file is left behind."""
     with ThreadPoolExecutor(max_workers=2, thread_name_prefix="encode") as pool:
@@ -268,7 +268,7 @@ class ArtifactStore:
             start = time.perf_counter()
             if self.on_event:
                 self.on_event({"type": "encode", "phase": "start", "id": art_id, "frames": int(frames.shape[0])})
-            _write_both(frames, fps, out, self.resolve(rel_frames))
+            write_clip_files(frames, fps, out, self.resolve(rel_frames))
             self.encode_seconds += time.perf_counter() - start
             if self.on_event:
                 self.on_event({"type": "encode", "phase": "end", "id": art_id})
