@@ -642,3 +642,101 @@ def run_convs(args: Any, elapsed: Callable[[], float]) -> dict:
     torch.backends.cudnn.benchmark = False
     res["block"] = rows
     return res
+
+
+# ----- batched classifier-free guidance for Wan ----------------------------------------------------------------------
+def run_wan_cfg(args: Any, elapsed: Callable[[], float]) -> dict:
+    """Wan FLF2V at the `mora` profile's connect settings: the cond and uncond transformer calls of each step run
+    separately (diffusers) and as one batch (``batched_cfg``), timed in the same process, then the same steps with
+    the transformer in fp32 (TF32 off) as the reference both are measured against.
+
+    ``--wan-cfg-steps`` sets the steps of all three runs (the fp32 one costs ~8 s per step at full size).
+    """
+    from PIL import Image
+
+    from tools.batched_cfg import install_batched_cfg
+    from tools.profiles import load_profile
+
+    dev = "cuda" if torch.cuda.is_available() else "cpu"
+    role = load_profile("tiny" if args.tiny else "mora").roles["connect_frames"]
+    if args.tiny:
+        from tools.tiny_models import build_connect_frames
+
+        pipe, (w, h), dt = build_connect_frames(), (96, 64), torch.float32
+    else:
+        from tools.full_size import build_pipeline
+
+        pipe, (w, h), dt = (
+            build_pipeline("Wan-AI/Wan2.1-FLF2V-14B-720P-diffusers", torch.bfloat16, dev),
+            (1024, 576),
+            torch.bfloat16,
+        )
+    pipe.to(dev)
+    pipe.set_progress_bar_config(disable=True)
+    steps = args.wan_cfg_steps
+    y, x = np.mgrid[0:h, 0:w]
+    first = Image.fromarray(np.stack([x * 255 // w, y * 255 // h, np.full_like(x, 90)], -1).astype(np.uint8))
+    last = Image.fromarray(np.stack([y * 255 // h, np.full_like(x, 40), x * 255 // w], -1).astype(np.uint8))
+    params = {k: v for k, v in role.params.items() if k != "num_inference_steps"}
+    step_times: list[float] = []
+
+    def on_step(_p: Any, _i: int, _t: Any, kw: dict) -> dict:
+        sync()
+        step_times.append(time.perf_counter())
+        return kw
+
+    def latents() -> tuple[torch.Tensor, float]:
+        step_times.clear()
+        with torch.inference_mode():
+            out = pipe(
+                image=first,
+                last_image=last,
+                prompt="a smooth continuous transition between two scenes",
+                height=h,
+                width=w,
+                num_inference_steps=steps,
+                generator=torch.Generator("cpu").manual_seed(42),
+                output_type="latent",
+                callback_on_step_end=on_step,
+                **params,
+            ).frames
+        per_step = float(np.median(np.diff(step_times))) if len(step_times) > 1 else float("nan")
+        return out.float().cpu(), per_step
+
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    res: dict[str, Any] = {"steps": steps, "dtype": str(dt), "size": f"{w}x{h}", "frames": params.get("num_frames")}
+    separate, res["separate_s_per_step"] = latents()
+    res["separate_peak_gb"] = _peak_and_reset(dev)
+    if not install_batched_cfg(pipe):
+        return {**res, "error": "batched_cfg did not install on the Wan pipeline"}
+    batched, res["batched_s_per_step"] = latents()
+    res["batched_peak_gb"] = _peak_and_reset(dev)
+    res["speedup_per_step"] = res["separate_s_per_step"] / res["batched_s_per_step"]
+    res["batched_vs_separate"] = rel_err(batched, separate)
+    log.info("wan cfg: %s", res)
+    if elapsed() > args.deadline:
+        return {**res, "fp32": "skipped: deadline"}
+    # The reference: the same weights in fp32, the same (bf16) encoders and VAE, calls made separately.
+    pipe._openmora_batched_cfg.enabled = False  # the plain separate calls from here on
+    pipe.transformer.float()
+    gc.collect()
+    torch.cuda.empty_cache() if dev == "cuda" else None
+    reference, res["fp32_s_per_step"] = latents()
+    res["separate_vs_fp32"] = rel_err(separate, reference)
+    res["batched_vs_fp32"] = rel_err(batched, reference)
+    res["ratio"] = res["batched_vs_fp32"] / max(res["separate_vs_fp32"], 1e-30)
+    res["keeps_output"] = bool(res["ratio"] <= 2.0)
+    log.info("wan cfg: %s", res)
+    pipe.to("cpu")
+    gc.collect()
+    torch.cuda.empty_cache() if dev == "cuda" else None
+    return res
+
+
+def _peak_and_reset(dev: str) -> float:
+    if dev != "cuda":
+        return 0.0
+    peak = torch.cuda.max_memory_allocated() / 2**30
+    torch.cuda.reset_peak_memory_stats()
+    return round(peak, 2)

@@ -13,6 +13,7 @@ Phases (``--phases``, comma-separated, run in this order):
   vae        SVD's temporal VAE decode alone: eager, cudnn.benchmark, channels_last, compiled decoder
   fast       opt-in output-changing mode (reported apart)
   lowvram_fast  the fast mode of `mora-lowvram` (fp8 Wan weights: the 14 B transformer fits in 24 GB)
+  wan_cfg    Wan FLF2V's cond/uncond calls separate vs batched (``batched_cfg``): time per step, peak, error vs fp32
 Per task it prints wall time, per-stage times (each pipeline, denoiser, VAE decode, video encode, orchestration),
 peak VRAM, speedup over the baseline and the FLOP floor of the denoiser passes at the measured bf16 matmul rate.
 
@@ -850,6 +851,7 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="convs phase: also compile the block with max-autotune (took over 6 minutes on an H100 without finishing)",
     )
+    ap.add_argument("--wan-cfg-steps", type=int, default=10, help="wan_cfg phase: steps of each run (fp32 ~8 s each)")
     ap.add_argument("--profile-denoiser", action="store_true", help="after a phase: kernel breakdown + CUDA graph")
     ap.add_argument("--deadline", type=float, default=1e9, help="skip remaining work after this many seconds")
     args = ap.parse_args(argv)
@@ -883,7 +885,12 @@ def main(argv: list[str] | None = None) -> int:
 
     timer = StageTimer()
     profile_opt, inputs = None, {}
-    if set(phases) - {"ablation", "vae", "convs"}:  # these build their own modules; the others need the saved pipelines
+    if set(phases) - {
+        "ablation",
+        "vae",
+        "convs",
+        "wan_cfg",
+    }:  # these build their own modules; the others need the saved pipelines
         t = time.perf_counter()
         profile_opt = bench_profile("mora", args)
         results["build_and_save_s"] = round(time.perf_counter() - t, 2)
@@ -937,6 +944,10 @@ def main(argv: list[str] | None = None) -> int:
                 from bench.ablation import run_convs
 
                 results["convs"] = run_convs(args, elapsed)
+            elif phase == "wan_cfg":
+                from bench.ablation import run_wan_cfg
+
+                results["wan_cfg"] = run_wan_cfg(args, elapsed)
             elif phase == "vae":
                 from bench.ablation import run_vae
 
@@ -958,7 +969,7 @@ def main(argv: list[str] | None = None) -> int:
     print("\nsummary:", json.dumps(results["summary"], indent=1))
     if "precision" in results:
         print("precision:", json.dumps(results["precision"], indent=1, default=str))
-    for name in ("ablation", "convs"):
+    for name in ("ablation", "convs", "wan_cfg"):
         if name in results:
             print(f"{name}:", json.dumps(results[name], indent=1, default=str))
     return 0

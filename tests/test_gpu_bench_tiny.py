@@ -59,3 +59,11 @@ def test_conv_study_phase_on_tiny(tmp_path: Path) -> None:
     conv = torch.nn.Conv3d(4, 6, (3, 1, 1), padding=(1, 0, 0))
     x = torch.randn(2, 4, 5, 3, 7)
     assert torch.allclose(TemporalConvAs2d(conv)(x), conv(x), atol=1e-5)
+
+
+def test_wan_cfg_phase_on_tiny(tmp_path: Path) -> None:
+    assert main(["--tiny", "--out", str(tmp_path), "--phases", "wan_cfg", "--wan-cfg-steps", "2"]) == 0
+    res = json.loads((tmp_path / "bench.json").read_text())["wan_cfg"]
+    assert res["steps"] == 2 and res["separate_s_per_step"] > 0 and res["batched_s_per_step"] > 0
+    # fp32 on the CPU: batching changes only the rounding, and the "reference" is the separate run itself
+    assert res["batched_vs_separate"] < 1e-4 and res["separate_vs_fp32"] == 0.0

@@ -276,6 +276,8 @@ def apply_speedups(pipe: Any, names: list[str] | tuple[str, ...]) -> None:
     ``vae_compile``: ``torch.compile`` of the VAE decoder.
     ``lean_attention``: single-token cross-attention as its value projection, short self-attention on the
     memory-efficient kernel (``tools/attention.py``).
+    ``batched_cfg``: one transformer call of batch 2 per step instead of a cond and an uncond call of batch 1, for
+    pipelines that make two (Wan; ``tools/batched_cfg.py``).
     ``cuda_graphs`` is applied by the loader after placement, to resident pipelines only (``tools/cuda_graphs.py``).
     """
     if not names:
@@ -299,6 +301,13 @@ def apply_speedups(pipe: Any, names: list[str] | tuple[str, ...]) -> None:
         install_lean_attention(den)
     if "cudnn_attention" in names and den is not None:
         _prefer_cudnn_attention(den)
+    if "batched_cfg" in names:
+        from tools.batched_cfg import install_batched_cfg
+
+        if not install_batched_cfg(pipe):
+            logger.info(
+                "batched_cfg not applied to %s: it does not make separate cond/uncond calls", type(pipe).__name__
+            )
     if ("compile" in names and den is not None) or ("vae_compile" in names and vae is not None):
         persistent_compile_cache()
     if "compile" in names and den is not None:

@@ -28,7 +28,16 @@ OFFLOAD = ("none", "auto", "model", "group", "sequential")
 # Output-preserving speed options the loader can apply to a pipeline (bench/SPEED_NOTES.md measures each).
 STORAGE_DTYPES = ("float8_e4m3fn", "float8_e5m2")
 FAST_KEYS = ("params", "cache", "storage_dtype", "notes")
-SPEEDUPS = ("channels_last", "compile", "cudnn_attention", "cuda_graphs", "fused_qkv", "lean_attention", "vae_compile")
+SPEEDUPS = (
+    "batched_cfg",
+    "channels_last",
+    "compile",
+    "cudnn_attention",
+    "cuda_graphs",
+    "fused_qkv",
+    "lean_attention",
+    "vae_compile",
+)
 
 
 @dataclass
