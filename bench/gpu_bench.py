@@ -13,6 +13,7 @@ Phases (``--phases``, comma-separated, run in this order):
   vae        SVD's temporal VAE decode alone: eager, cudnn.benchmark, channels_last, compiled decoder
   fast       opt-in output-changing mode (reported apart)
   lowvram_fast  the fast mode of `mora-lowvram` (fp8 Wan weights: the 14 B transformer fits in 24 GB)
+  lowvram_pageable  `mora-lowvram` with evictions to pageable memory (OPENMORA_PINNED_EVICTIONS=0), to compare
   wan_cfg    Wan FLF2V's cond/uncond calls separate vs batched (``batched_cfg``): time per step, peak, error vs fp32
 Per task it prints wall time, per-stage times (each pipeline, denoiser, VAE decode, video encode, orchestration),
 peak VRAM, speedup over the baseline and the FLOP floor of the denoiser passes at the measured bf16 matmul rate.
@@ -271,15 +272,21 @@ def run_openmora(
             timer.reset()
             reset_peak()
             orch = Orchestrator(profile=profile, llm="none", runs_dir=Path(args.out) / f"runs-{label}")
+            moves0 = _manager_moves()
             t = time.perf_counter()
             res = orch.run(task, seed=0, **task_kwargs(task, inputs, profile.segments))
             sync()
             wall = time.perf_counter() - t
+            moves = [b - a for a, b in zip(moves0, _manager_moves(), strict=True)]
             tm = res.timings
             stages = {k: round(v, 3) for k, v in timer.seconds.items()}
             stages["video_encode"] = round(tm["encode_s"], 3)
             stages["load_in_run"] = round(tm["load_s"], 3)
-            stages["orchestration"] = round(max(0.0, wall - tm["generate_s"] - tm["encode_s"] - tm["load_s"]), 3)
+            # evictions and reloads between pipelines (the memory manager's moves), kept out of orchestration
+            stages["memory_moves"] = round(moves[0], 3)
+            stages["memory_moved_gb"] = round(moves[1] / 2**30, 2)
+            other = tm["generate_s"] + tm["encode_s"] + tm["load_s"] + moves[0]
+            stages["orchestration"] = round(max(0.0, wall - other), 3)
             stages["pipelines_other"] = round(max(0.0, tm["generate_s"] - sum(v for k, v in timer.seconds.items())), 3)
             results[task] = {
                 "wall_s": round(wall, 3),
@@ -305,6 +312,14 @@ def run_openmora(
                 except Exception as err:
                     log.error("profiling %s failed: %s", label, err)
     return results
+
+
+def _manager_moves() -> tuple[float, int]:
+    """Seconds and bytes every device's memory manager has spent moving weights so far."""
+    from tools import memory_manager
+
+    managers = list(memory_manager._MANAGERS.values())
+    return sum(m.move_seconds for m in managers), sum(m.moved_bytes for m in managers)
 
 
 def warmup(pipe: Any, role: str, part: str, profile: Any) -> None:
@@ -934,6 +949,14 @@ def main(argv: list[str] | None = None) -> int:
                 results["fast"] = run_openmora(
                     fast_variant(profile_opt), tasks, inputs, args, "fast", timer, keep_loaded=True
                 )
+            elif phase == "lowvram_pageable":
+                os.environ["OPENMORA_PINNED_EVICTIONS"] = "0"
+                try:
+                    results["lowvram_pageable"] = run_openmora(
+                        bench_profile("mora-lowvram", args), tasks, inputs, args, "lowvram_pageable", timer
+                    )
+                finally:
+                    os.environ.pop("OPENMORA_PINNED_EVICTIONS")
             elif phase == "lowvram_fast":
                 from tools.profiles import fast_variant
 

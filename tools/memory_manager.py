@@ -28,7 +28,9 @@ Example:
 from __future__ import annotations
 
 import logging
+import os
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -100,7 +102,9 @@ class MemoryManager:
     Args:
         budget_bytes: memory the units' weights plus the active unit's reserve may use.
         device: the device the units run on (``cuda:N``; ``cpu`` in tests, where moves are no-ops).
-        mover: ``mover(module, device)`` moves one module (default ``module.to(device)``); tests pass a recorder.
+        mover: ``mover(module, device)`` moves one module; tests pass a recorder. Default on CUDA: through pinned
+            host copies (:class:`tools.host_copies.PinnedMover`; ``OPENMORA_PINNED_EVICTIONS=0`` turns that off),
+            elsewhere ``module.to(device)``.
     """
 
     def __init__(
@@ -111,7 +115,13 @@ class MemoryManager:
     ) -> None:
         self.budget = int(budget_bytes)
         self.device = torch.device(device)
+        if mover is None and self.device.type == "cuda" and os.environ.get("OPENMORA_PINNED_EVICTIONS", "1") != "0":
+            from tools.host_copies import PinnedMover
+
+            mover = PinnedMover()
         self.mover = mover or (lambda m, d: m.to(d))
+        self.move_seconds = 0.0  # time spent moving weights between the CPU and the device (evictions, reloads)
+        self.moved_bytes = 0
         self.units: OrderedDict[Any, Unit] = OrderedDict()  # least recently used first
         self.evictions: list[Any] = []
         self._lock = threading.RLock()
@@ -188,9 +198,13 @@ class MemoryManager:
                 # Room for the new weights and for this run's activations (also when already on the device).
                 self._make_room(unit)
                 if not unit.on_device:
+                    start = time.perf_counter()
                     for m in unit.modules.values():
-                        self.mover(m, self.device)
+                        if not self._module_owners(m):  # a shared module already on the device stays
+                            self.moved_bytes += module_bytes(m)
+                            self.mover(m, self.device)
                     unit.on_device = True
+                    self.move_seconds += time.perf_counter() - start
             else:
                 self.make_room(unit.reserve + self._largest_bytes(unit), keep=unit.key)
             return unit.pipe
@@ -216,12 +230,15 @@ class MemoryManager:
                 return
             unit.on_device = False
             cpu = torch.device("cpu")
+            start = time.perf_counter()
             for m in unit.modules.values():
                 if not self._module_owners(m):
                     release = getattr(m.forward, "release", None)
                     if callable(release):  # CUDA graphs hold a GPU memory pool of activations: free it too
                         release()
+                    self.moved_bytes += module_bytes(m)
                     self.mover(m, cpu)
+            self.move_seconds += time.perf_counter() - start
             self.evictions.append(key)
             logger.info("memory: evicted %s to the CPU", key)
 

@@ -61,3 +61,35 @@ def test_cuda_graphs_keep_inference_mode_and_no_grad_apart_and_release():
     assert torch.equal(a, b) and graphed.captures == 2 and len(graphed.graphs) == 2
     graphed.release()
     assert not graphed.graphs
+
+
+def test_pinned_evictions_round_trip_weights_and_keep_changes_made_on_the_gpu():
+    from tools.host_copies import PinnedMover
+
+    unet = tiny_models.build_text_to_image().unet.eval().to("cuda", torch.float16)
+    unet.to(memory_format=torch.channels_last)
+    before = {n: t.detach().clone() for n, t in unet.state_dict().items()}
+    params = list(unet.parameters())
+    mover = PinnedMover()
+    g = torch.Generator("cuda").manual_seed(0)
+    x = torch.randn(2, 4, 16, 16, device="cuda", dtype=torch.float16, generator=g)
+    enc = torch.randn(2, 7, unet.config.cross_attention_dim, device="cuda", dtype=torch.float16, generator=g)
+    with torch.no_grad():
+        ref = unet(x, torch.tensor(500, device="cuda"), enc).sample
+        mover(unet, torch.device("cpu"))
+        assert all(p.device.type == "cpu" and p.is_pinned() for p in unet.parameters())
+        assert torch.cuda.memory_allocated() < sum(t.numel() * t.element_size() for t in before.values())
+        assert mover.pinned_bytes() > 0
+        mover(unet, torch.device("cuda"))
+        assert [id(p) for p in unet.parameters()] == [id(p) for p in params]  # the same Parameter objects
+        for n, t in unet.state_dict().items():
+            assert t.device.type == "cuda" and t.stride() == before[n].stride() and torch.equal(t, before[n]), n
+        assert torch.equal(unet(x, torch.tensor(500, device="cuda"), enc).sample, ref)
+        # A weight changed on the GPU (say a LoRA fused in) survives the next round trip: no stale host copy.
+        unet.conv_in.weight.add_(1.0)
+        changed = unet.conv_in.weight.detach().clone()
+        pinned = mover.pinned_bytes()
+        mover(unet, torch.device("cpu"))
+        mover(unet, torch.device("cuda"))
+        assert torch.equal(unet.conv_in.weight, changed)
+        assert mover.pinned_bytes() == pinned  # the second eviction reused the pinned copies
