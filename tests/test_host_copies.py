@@ -54,3 +54,5 @@ def test_mover_falls_back_to_pageable_moves_when_the_host_is_short():
     assert model.weight.device.type == "cpu" and mover.pinned_bytes() == 0
     roomy = PinnedMover(host_available=lambda: 1 << 40)
     assert roomy._pool_for(model) is not None and roomy._pool_for(model) is roomy._pool_for(model)
+    roomy.pin_new = False  # clear_cache's evictions: modules already pinned keep their copies, others pin nothing
+    assert roomy._pool_for(model) is not None and roomy._pool_for(torch.nn.Linear(2, 2)) is None

@@ -113,6 +113,7 @@ class PinnedMover:
 
             host_available = host_available_bytes
         self.host_available = host_available
+        self.pin_new = True  # False: modules without pinned copies yet are evicted to pageable memory
         self._pools: weakref.WeakKeyDictionary[torch.nn.Module, HostPool] = weakref.WeakKeyDictionary()
         self._pageable: weakref.WeakSet[torch.nn.Module] = weakref.WeakSet()
         self._lock = threading.Lock()
@@ -167,7 +168,7 @@ class PinnedMover:
             pool = self._pools.get(module)
             if pool is not None:
                 return pool
-            if module in self._pageable:
+            if module in self._pageable or not self.pin_new:
                 return None
             need = sum(_span_bytes(o._parameters[n] if p else o._buffers[n]) for o, n, p in _slots(module))
             free = self.host_available()

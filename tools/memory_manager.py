@@ -381,6 +381,9 @@ def reset_managers() -> None:
         managers = list(_MANAGERS.values())
         _MANAGERS.clear()
     for mm in managers:
+        # No new pinned copies: pinning memory for pipelines on their way out would only hold host RAM locked.
+        if hasattr(mm.mover, "pin_new"):
+            mm.mover.pin_new = False
         mm.evict_all()
 
 

@@ -392,4 +392,10 @@ def clear_cache() -> None:
         _CACHE.clear()
         reset_managers()
     if torch.cuda.is_available():
+        import gc
+
+        gc.collect()  # pinned host copies of dropped pipelines go back to torch's host cache...
+        empty_host = getattr(torch._C, "_host_emptyCache", None)
+        if empty_host is not None:
+            empty_host()  # ...and from there to the OS
         torch.cuda.empty_cache()

@@ -45,7 +45,9 @@ def test_mora_task_end_to_end(setup, task):
 def test_lowvram_profile_stays_within_24_gb(setup):
     from bench.gpu_bench import task_kwargs
     from orchestrator import Orchestrator
+    from tools import memory_manager
     from tools.full_size import full_size_profile
+    from tools.host_copies import PinnedMover
     from tools.model_loader import clear_cache
     from tools.profiles import load_profile
 
@@ -55,7 +57,12 @@ def test_lowvram_profile_stays_within_24_gb(setup):
     assert left < 1.0, f"{left:.1f} GB still allocated after clear_cache()"
     profile = full_size_profile(load_profile("mora-lowvram"), root=root / "models")
     torch.cuda.reset_peak_memory_stats()
-    Orchestrator(profile=profile, llm="none", runs_dir=root / "low").run(
-        "image-to-video", seed=0, **task_kwargs("image-to-video", inputs, 1)
+    # text-to-video: SDXL base + refiner, then SVD, which needs SDXL base evicted (through pinned host copies)
+    res = Orchestrator(profile=profile, llm="none", runs_dir=root / "low").run(
+        "text-to-video", seed=0, **task_kwargs("text-to-video", inputs, profile.segments)
     )
     assert torch.cuda.max_memory_allocated() < 24 * 2**30
+    assert res.final_video.exists() and res.artifacts[-1].frames == 25 + 2 * 24
+    manager = memory_manager.manager_for(torch.device("cuda"), profile.vram_budget_gb)
+    assert manager.evictions and manager.moved_bytes > 0
+    assert isinstance(manager.mover, PinnedMover) and manager.mover.pinned_bytes() > 0
