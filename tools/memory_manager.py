@@ -299,7 +299,10 @@ def apply_group_offload(pipe: Any, device: torch.device) -> None:
     """Block-level group offload with stream prefetching for the big denoiser, model-level offload hooks for the rest.
 
     The transformer/UNet streams its blocks from pinned CPU memory while the previous block computes; text and image
-    encoders and the VAE are moved whole when used (they fit). Pinned copies are made up front, so while they are
+    encoders and the VAE are moved whole when used (they fit). ``record_stream`` lets a block's GPU copy be released
+    without waiting for the compute stream: without it diffusers synchronizes after every block, the GPU idles while
+    Python launches the next block, and in a worker thread (where the orchestrator runs tools) Wan took 1.37 s per
+    pass instead of 1.05 (bench/SPEED_NOTES.md row 20). Pinned copies are made up front, so while they are
     made the host holds the weights twice: where its free memory is short of that, blocks are pinned as they move
     (``low_cpu_mem_usage``, slower transfers) instead of failing the machine.
     """
@@ -323,11 +326,17 @@ def apply_group_offload(pipe: Any, device: torch.device) -> None:
                 offload_type="block_level",
                 num_blocks_per_group=1,
                 use_stream=True,
+                record_stream=True,
                 low_cpu_mem_usage=low_cpu,
             )
         else:
             apply_group_offloading(
-                module, onload_device=device, offload_type="leaf_level", use_stream=True, low_cpu_mem_usage=low_cpu
+                module,
+                onload_device=device,
+                offload_type="leaf_level",
+                use_stream=True,
+                record_stream=True,
+                low_cpu_mem_usage=low_cpu,
             )
 
 
