@@ -90,33 +90,25 @@ def test_an_uncond_call_that_does_not_match_the_batch_runs_on_its_own():
     t = torch.tensor([500.0])
     pos, neg, other = (torch.randn(1, 512, 32, generator=g) for _ in range(3))
     img = torch.randn(2, 65, 4, generator=g)  # first+last frame: two images per sample
-    state.negative = neg
+    state.mine().negative = neg
     pipe._guidance_scale = 5.0  # what the pipeline's __call__ sets before its loop
-    with torch.inference_mode():
-        with den.cache_context("cond"):
-            den(
-                hidden_states=hidden,
-                timestep=t,
-                encoder_hidden_states=pos,
-                encoder_hidden_states_image=img,
-                return_dict=False,
-            )
-        with den.cache_context("uncond"):  # a different negative than the one batched: must be computed
-            got = den(
-                hidden_states=hidden,
-                timestep=t,
-                encoder_hidden_states=other,
-                encoder_hidden_states_image=img,
-                return_dict=False,
-            )[0]
-        state.negative = None  # nothing to batch with: the plain model
-        want = den(
+
+    def call(encoder_hidden_states: torch.Tensor) -> torch.Tensor:
+        return den(
             hidden_states=hidden,
             timestep=t,
-            encoder_hidden_states=other,
+            encoder_hidden_states=encoder_hidden_states,
             encoder_hidden_states_image=img,
             return_dict=False,
         )[0]
+
+    with torch.inference_mode():
+        with den.cache_context("cond"):
+            call(pos)
+        with den.cache_context("uncond"):  # a different negative than the one batched: must be computed
+            got = call(other)
+        state.mine().negative = None  # nothing to batch with: the plain model
+        want = call(other)
     assert state.unmatched == 1 and state.served == 0
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
 

@@ -27,6 +27,7 @@ import contextlib
 import logging
 import threading
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -57,8 +58,17 @@ class _Pending:
         )
 
 
+@dataclass
+class _PerThread:
+    """What one thread's pipeline call is in the middle of."""
+
+    negative: torch.Tensor | None = None  # the negative prompt's embeddings from this call's encode_prompt
+    context: str | None = None  # the transformer's cache_context ("cond", "uncond") being run
+    pending: _Pending | None = None
+
+
 class BatchedCFG:
-    """The state one pipeline's wrapped transformers share (thread-local: a pipeline call runs in one thread)."""
+    """The state one pipeline's wrapped transformers share; per thread, since a pipeline call runs in one thread."""
 
     def __init__(self, pipe: Any) -> None:
         self.pipe = pipe
@@ -68,30 +78,12 @@ class BatchedCFG:
         self.served = 0  # "uncond" calls answered from a batch
         self.unmatched = 0  # "uncond" calls that had to run on their own
 
-    # per-thread state
-    @property
-    def negative(self) -> torch.Tensor | None:
-        return getattr(self._local, "negative", None)
-
-    @negative.setter
-    def negative(self, value: torch.Tensor | None) -> None:
-        self._local.negative = value
-
-    @property
-    def context(self) -> str | None:
-        return getattr(self._local, "context", None)
-
-    @context.setter
-    def context(self, value: str | None) -> None:
-        self._local.context = value
-
-    @property
-    def pending(self) -> _Pending | None:
-        return getattr(self._local, "pending", None)
-
-    @pending.setter
-    def pending(self, value: _Pending | None) -> None:
-        self._local.pending = value
+    def mine(self) -> _PerThread:
+        """This thread's state."""
+        state = getattr(self._local, "state", None)
+        if state is None:
+            state = self._local.state = _PerThread()
+        return state
 
     def guiding(self) -> bool:
         return self.enabled and bool(getattr(self.pipe, "do_classifier_free_guidance", False))
@@ -113,8 +105,9 @@ def install_batched_cfg(pipe: Any) -> bool:
 
     def encode_prompt(*args: Any, **kwargs: Any) -> Any:
         out = encode(*args, **kwargs)
-        state.negative = out[1] if isinstance(out, tuple) and len(out) >= 2 else None
-        state.pending = None
+        mine = state.mine()
+        mine.negative = out[1] if isinstance(out, tuple) and len(out) >= 2 else None
+        mine.pending = None
         return out
 
     pipe.encode_prompt = encode_prompt
@@ -130,13 +123,13 @@ def _wrap(den: torch.nn.Module, state: BatchedCFG) -> None:
 
     @contextlib.contextmanager
     def tracking_context(name: str) -> Iterator[None]:
-        previous = state.context
-        state.context = name
+        mine = state.mine()
+        previous, mine.context = mine.context, name
         try:
             with cache_context(name):
                 yield
         finally:
-            state.context = previous
+            mine.context = previous
 
     def batched_forward(
         hidden_states: torch.Tensor,
@@ -146,16 +139,17 @@ def _wrap(den: torch.nn.Module, state: BatchedCFG) -> None:
         return_dict: bool = True,
         **kwargs: Any,
     ) -> Any:
-        context = state.context
+        mine = state.mine()
+        context = mine.context
         if context == "uncond":
-            pending, state.pending = state.pending, None
+            pending, mine.pending = mine.pending, None
             if pending is not None and pending.answers(hidden_states, timestep, encoder_hidden_states):
                 state.served += 1
                 return _output(pending.out, return_dict)
             if pending is not None:
                 state.unmatched += 1
                 logger.debug("batched_cfg: the uncond call did not match the batch; running it on its own")
-        negative = state.negative
+        negative = mine.negative
         batchable = (
             context == "cond"
             and not args
@@ -176,7 +170,7 @@ def _wrap(den: torch.nn.Module, state: BatchedCFG) -> None:
             **doubled,
         )[0]
         cond, uncond = out.chunk(2)
-        state.pending = _Pending(hidden_states, timestep, negative, uncond)
+        mine.pending = _Pending(hidden_states, timestep, negative, uncond)
         state.batched_calls += 1
         return _output(cond, return_dict)
 
