@@ -37,14 +37,14 @@ logger = logging.getLogger(__name__)
 _DENOISERS = ("transformer", "transformer_2")
 
 
+@dataclass
 class _Pending:
     """The unconditional half of the last batched call, waiting for the ``"uncond"`` call it answers."""
 
-    def __init__(self, hidden_states: torch.Tensor, timestep: Any, negative: torch.Tensor, out: torch.Tensor):
-        self.hidden_states = hidden_states
-        self.timestep = timestep
-        self.negative = negative
-        self.out = out
+    hidden_states: torch.Tensor
+    timestep: Any
+    negative: torch.Tensor
+    out: torch.Tensor
 
     def answers(self, hidden_states: Any, timestep: Any, encoder_hidden_states: Any) -> bool:
         if hidden_states is not self.hidden_states or timestep is not self.timestep:
