@@ -31,11 +31,20 @@ def test_pool_buffers_keep_layout_do_not_overlap_and_are_reused():
     assert ptrs[0][1] <= ptrs[1][0]
     bufs["a"].fill_(7)
     assert torch.equal(bufs["b"], b)
-    assert pool.pinned_bytes == 4096 + 8000
+    assert pool.pinned_bytes == 4096 + 8192  # torch pins a power of two for the big one
     assert pool.buffer_like((0, "a"), a) is bufs["a"]  # same slot, same layout: the same buffer, no new memory
-    assert pool.pinned_bytes == 4096 + 8000
+    assert pool.pinned_bytes == 4096 + 8192
     other = pool.buffer_like((0, "a"), a.contiguous())  # the layout changed: a new buffer with the new strides
     assert other.stride() == a.contiguous().stride() and other is not bufs["a"]
+
+
+def test_a_small_module_pins_what_it_needs_not_a_whole_chunk():
+    lin = torch.nn.Linear(10, 10)  # 440 bytes of weights and bias
+    pool = HostPool(chunk=4096, alloc=_plain, expected=440)
+    for name, t in (("weight", lin.weight), ("bias", lin.bias)):
+        pool.buffer_like((0, name), t.detach()).copy_(t.detach())
+    assert pool.pinned_bytes == 512
+    assert torch.equal(pool.buffers[(0, "weight")], lin.weight.detach())
 
 
 def test_slots_name_each_tensor_once_even_when_tied():

@@ -32,7 +32,7 @@ logger = logging.getLogger(__name__)
 
 CHUNK = 256 << 20  # bytes per pinned chunk: a power of two, so the host allocator's rounding wastes nothing
 HOST_MARGIN = 4 << 30  # free host memory to leave to everything else
-_ALIGN = 256
+_ALIGN = 64  # cache-line alignment of each buffer in a chunk
 
 
 def _span_bytes(t: torch.Tensor) -> int:
@@ -61,20 +61,30 @@ def _pinned(nbytes: int) -> torch.Tensor:
     return torch.empty(nbytes, dtype=torch.uint8, pin_memory=True)
 
 
+def _pow2(n: int) -> int:
+    """The power of two torch's pinned allocator actually reserves for ``n`` bytes."""
+    return 1 << max(0, (n - 1).bit_length())
+
+
 class HostPool:
-    """Pinned host buffers of one module, one per tensor slot, carved out of chunks of ``chunk`` bytes.
+    """Pinned host buffers of one module, one per tensor slot, carved out of chunks of at most ``chunk`` bytes.
 
     Args:
         chunk: bytes per chunk; tensors larger than this get an allocation of their own.
         alloc: ``alloc(nbytes)`` returns a uint8 CPU tensor (default: pinned); tests pass plain memory.
+        expected: the module's bytes, if known: the last chunk is sized to what is left (a power of two), so a small
+            module does not pin a whole chunk.
     """
 
-    def __init__(self, chunk: int = CHUNK, alloc: Callable[[int], torch.Tensor] = _pinned) -> None:
+    def __init__(
+        self, chunk: int = CHUNK, alloc: Callable[[int], torch.Tensor] = _pinned, expected: int | None = None
+    ) -> None:
         self.chunk = chunk
         self.alloc = alloc
         self.buffers: dict[tuple[int, str], torch.Tensor] = {}
         self._chunk: torch.Tensor | None = None
         self._used = 0
+        self._left = expected
         self.pinned_bytes = 0
 
     def buffer_like(self, key: tuple[int, str], t: torch.Tensor) -> torch.Tensor:
@@ -84,16 +94,19 @@ class HostPool:
         nbytes = _span_bytes(t)
         if nbytes > self.chunk:
             raw = self.alloc(nbytes)
-            self.pinned_bytes += nbytes
+            self.pinned_bytes += _pow2(nbytes)
             offset = 0
         else:
             start = -(-self._used // _ALIGN) * _ALIGN
-            if self._chunk is None or start + nbytes > self.chunk:
-                self._chunk = self.alloc(self.chunk)
-                self.pinned_bytes += self.chunk
+            if self._chunk is None or start + nbytes > self._chunk.numel():
+                size = self.chunk if self._left is None else min(self.chunk, _pow2(max(nbytes, self._left)))
+                self._chunk = self.alloc(size)
+                self.pinned_bytes += size
                 start = 0
             raw, offset = self._chunk, start
             self._used = start + nbytes
+        if self._left is not None:
+            self._left = max(0, self._left - nbytes)
         flat = raw.narrow(0, offset, max(nbytes, t.element_size())).view(t.dtype)
         buf = flat.as_strided(t.shape, t.stride(), flat.storage_offset())
         self.buffers[key] = buf
@@ -180,7 +193,7 @@ class PinnedMover:
                 )
                 self._pageable.add(module)
                 return None
-            pool = self._pools[module] = HostPool()
+            pool = self._pools[module] = HostPool(expected=need)
             return pool
 
     @staticmethod
