@@ -48,6 +48,8 @@ from bench.ablation import rel_err, sync  # noqa: E402
 from tools.profiles import load_profile  # noqa: E402
 
 log = logging.getLogger("bench")
+# phases that build their own modules; the others need the saved full-size pipelines
+SELF_BUILT_PHASES = {"ablation", "vae", "convs", "wan_cfg"}
 TASKS = ("text-to-video", "image-to-video", "extend", "edit", "digital-world", "connect")
 PROMPT = "a red fox running through fresh snow at dusk, cinematic"
 EDIT = "make it look like a watercolor painting"
@@ -901,12 +903,7 @@ def main(argv: list[str] | None = None) -> int:
 
     timer = StageTimer()
     profile_opt, inputs = None, {}
-    if set(phases) - {
-        "ablation",
-        "vae",
-        "convs",
-        "wan_cfg",
-    }:  # these build their own modules; the others need the saved pipelines
+    if set(phases) - SELF_BUILT_PHASES:
         t = time.perf_counter()
         profile_opt = bench_profile("mora", args)
         results["build_and_save_s"] = round(time.perf_counter() - t, 2)

@@ -50,7 +50,7 @@ def test_a_small_module_pins_what_it_needs_not_a_whole_chunk():
 def test_slots_name_each_tensor_once_even_when_tied():
     lin = torch.nn.Linear(4, 4)
     model = torch.nn.Sequential(lin, torch.nn.BatchNorm1d(4), lin)  # the same Linear twice: its weights once
-    names = [(type(o).__name__, n, p) for o, n, p in _slots(model)]
+    names = [(type(o).__name__, n, p) for o, n, p, _ in _slots(model)]
     assert names.count(("Linear", "weight", True)) == 1
     assert ("BatchNorm1d", "running_mean", False) in names
 

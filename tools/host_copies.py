@@ -8,8 +8,8 @@ it and points the parameters at it, a reload copies from it with non-blocking tr
 current GPU values, so a weight changed on the GPU is never lost to a stale copy.
 
 Pinned memory comes from torch's host allocator, which rounds each allocation up to a power of two; tensors are
-therefore packed into 256 MiB chunks (a power of two: nothing wasted) and only tensors larger than a chunk get their
-own allocation. When the host's free memory is short of a module's size plus :data:`HOST_MARGIN` the mover falls back
+therefore packed into chunks of 256 MiB (a power of two: nothing wasted; a module's last chunk is the smallest power
+of two that holds what is left) and only tensors larger than a chunk get their own allocation. When the host's free memory is short of a module's size plus :data:`HOST_MARGIN` the mover falls back
 to plain ``module.to`` for that module, as does any non-CUDA device.
 
 Example:
@@ -43,18 +43,15 @@ def _span_bytes(t: torch.Tensor) -> int:
     return span * t.element_size()
 
 
-def _slots(module: torch.nn.Module) -> Iterator[tuple[torch.nn.Module, str, bool]]:
-    """(owner, name, is_parameter) for every parameter and buffer under ``module``, each tensor once."""
+def _slots(module: torch.nn.Module) -> Iterator[tuple[torch.nn.Module, str, bool, torch.Tensor]]:
+    """(owner, name, is_parameter, tensor) for every parameter and buffer under ``module``, each tensor once."""
     seen: set[int] = set()
     for owner in module.modules():
-        for name, p in owner._parameters.items():
-            if p is not None and id(p) not in seen:
-                seen.add(id(p))
-                yield owner, name, True
-        for name, b in owner._buffers.items():
-            if b is not None and id(b) not in seen:
-                seen.add(id(b))
-                yield owner, name, False
+        for is_param, slots in ((True, owner._parameters), (False, owner._buffers)):
+            for name, t in slots.items():
+                if t is not None and id(t) not in seen:
+                    seen.add(id(t))
+                    yield owner, name, is_param, t
 
 
 def _pinned(nbytes: int) -> torch.Tensor:
@@ -146,8 +143,7 @@ class PinnedMover:
     def to_gpu(self, module: torch.nn.Module, device: torch.device) -> None:
         """Copy the module onto ``device``: non-blocking from its pinned copies, plain copies for the rest."""
         with torch.no_grad():
-            for owner, name, is_param in _slots(module):
-                t = owner._parameters[name] if is_param else owner._buffers[name]
+            for owner, name, is_param, t in _slots(module):
                 if t.device == device:
                     continue
                 moved = t.to(device, non_blocking=t.is_pinned())
@@ -163,8 +159,7 @@ class PinnedMover:
         pending: list[tuple[torch.nn.Module, str, bool, torch.Tensor]] = []
         devices: set[torch.device] = set()
         with torch.no_grad():
-            for owner, name, is_param in _slots(module):
-                t = owner._parameters[name] if is_param else owner._buffers[name]
+            for owner, name, is_param, t in _slots(module):
                 if t.device.type != "cuda":
                     continue
                 buf = pool.buffer_like((id(owner), name), t)
@@ -183,7 +178,7 @@ class PinnedMover:
                 return pool
             if module in self._pageable or not self.pin_new:
                 return None
-            need = sum(_span_bytes(o._parameters[n] if p else o._buffers[n]) for o, n, p in _slots(module))
+            need = sum(_span_bytes(t) for *_, t in _slots(module))
             free = self.host_available()
             if free is not None and free < need + HOST_MARGIN:
                 logger.info(

@@ -300,9 +300,8 @@ def apply_group_offload(pipe: Any, device: torch.device) -> None:
 
     The transformer/UNet streams its blocks from pinned CPU memory while the previous block computes; text and image
     encoders and the VAE are moved whole when used (they fit). ``record_stream`` lets a block's GPU copy be released
-    without waiting for the compute stream: without it diffusers synchronizes after every block, the GPU idles while
-    Python launches the next block, and in a worker thread (where the orchestrator runs tools) Wan took 1.37 s per
-    pass instead of 1.05 (bench/SPEED_NOTES.md row 20). Pinned copies are made up front, so while they are
+    without waiting for the compute stream (diffusers otherwise synchronizes after every block): Wan 2.15 -> 1.99 s
+    per step on the main thread, same latents (bench/SPEED_NOTES.md row 20). Pinned copies are made up front, so while they are
     made the host holds the weights twice: where its free memory is short of that, blocks are pinned as they move
     (``low_cpu_mem_usage``, slower transfers) instead of failing the machine.
     """
