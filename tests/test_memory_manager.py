@@ -211,3 +211,25 @@ def test_full_size_configs_build_on_meta():
     assert 40 < gib["Wan-AI/Wan2.1-FLF2V-14B-720P-diffusers"] < 46
     unet = build_component("stabilityai--stable-video-diffusion-img2vid-xt/unet", torch.float16, "meta")
     assert 1.4e9 < sum(p.numel() for p in unet.parameters()) < 1.6e9
+
+
+def test_block_offload_keeps_the_top_level_group_on_the_device():
+    """diffusers moves a block-offloaded model's non-block parts (Wan: embedders, output projection) in and out of
+    pageable memory around every pass; the helper pins that group to the device and reports exactly its bytes."""
+    from diffusers.hooks import apply_group_offloading
+
+    from tools import tiny_models
+    from tools.memory_manager import keep_top_level_on_device
+
+    transformer = tiny_models.build_connect_frames().transformer
+    assert keep_top_level_on_device(transformer) == 0  # no group offload: nothing to keep
+    # On this CPU-only machine the blocks "offload" to a notional second device so the two can be told apart.
+    apply_group_offloading(
+        transformer, onload_device="cpu", offload_device="cpu:1", offload_type="block_level", num_blocks_per_group=1
+    )
+    named = [*transformer.named_parameters(), *transformer.named_buffers()]
+    outside_blocks = sum(t.numel() * t.element_size() for n, t in named if not n.startswith("blocks."))
+    group = transformer._diffusers_hook.get_hook("group_offloading").group
+    assert group.stream is None and group.offload_device == torch.device("cpu:1")
+    assert keep_top_level_on_device(transformer) == outside_blocks > 0
+    assert group.offload_device == group.onload_device  # its offload moves to where it runs: a no-op

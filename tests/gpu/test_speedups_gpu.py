@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from PIL import Image
 
 from tools import tiny_models
 from tools.attention import LeanAttnProcessor
@@ -95,3 +96,33 @@ def test_pinned_evictions_round_trip_weights_and_keep_changes_made_on_the_gpu():
         mover(unet, torch.device("cuda"))
         assert torch.equal(unet.conv_in.weight, changed)
         assert mover.pinned_bytes() == pinned  # the second eviction reused the pinned copies
+
+
+def test_group_offload_streams_the_blocks_and_keeps_the_rest_on_the_gpu():
+    """Under the 24 GB mode's group offload the denoiser's blocks stream from the host while its embedders and output
+    projection stay on the GPU (counted by the manager), and the result is the resident run's."""
+    from tools.memory_manager import MemoryManager
+
+    pipe = tiny_models.build_connect_frames()
+    pipe.set_progress_bar_config(disable=True)
+    size = {"height": 64, "width": 96, "num_frames": 5, "num_inference_steps": 2, "output_type": "latent"}
+    first, last = Image.new("RGB", (96, 64), (200, 40, 10)), Image.new("RGB", (96, 64), (10, 40, 200))
+
+    def run():
+        gen = torch.Generator("cpu").manual_seed(0)
+        with torch.inference_mode():
+            return pipe(image=first, last_image=last, prompt="a fox", generator=gen, **size).frames.cpu()
+
+    pipe.to("cuda")
+    resident = run()
+    pipe.to("cpu")
+    manager = MemoryManager(budget_bytes=1 << 30, device="cuda")
+    unit = manager.add("connect", pipe, reserve_bytes=0, placement="group")
+    offloaded = run()
+    transformer = pipe.transformer
+    outside = {n: t for n, t in transformer.named_parameters() if not n.startswith("blocks.")}
+    assert all(t.device.type == "cuda" for t in outside.values()), "embedders/output projection left the GPU"
+    assert all(t.device.type == "cpu" for t in transformer.blocks.parameters()), "blocks should stream from the host"
+    assert unit.kept_bytes >= sum(t.numel() * t.element_size() for t in outside.values()) > 0
+    assert manager.resident_bytes() == unit.kept_bytes
+    torch.testing.assert_close(offloaded, resident, rtol=1e-5, atol=1e-5)
