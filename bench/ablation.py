@@ -725,6 +725,12 @@ def run_wan_cfg(args: Any, elapsed: Callable[[], float]) -> dict:
     with _cudnn_first():  # the profiles' cudnn_attention option, on the separate calls
         _, res["separate_cudnn_s_per_step"] = latents(min(steps, 3))
     log.info("wan cfg: %s", res)
+    compiled = None
+    if args.wan_compile and dev == "cuda" and elapsed() < args.deadline:
+        compiled = _wan_compiled_run(pipe, latents, steps, res)
+        res["compiled_vs_separate"] = rel_err(compiled, separate)
+        res["compile_speedup_per_step"] = res["separate_s_per_step"] / res["compiled_s_per_step"]
+        log.info("wan cfg: %s", res)
     # The reference: the same weights in fp32 (bf16 -> fp32 -> bf16 is exact), the same embeddings, separate calls.
     if elapsed() < args.deadline and not args.wan_cfg_no_fp32:
         state.enabled = False
@@ -736,6 +742,10 @@ def run_wan_cfg(args: Any, elapsed: Callable[[], float]) -> dict:
         res["batched_vs_fp32"] = rel_err(batched, reference)
         res["ratio"] = res["batched_vs_fp32"] / max(res["separate_vs_fp32"], 1e-30)
         res["keeps_output"] = bool(res["ratio"] <= 2.0)
+        if compiled is not None:
+            res["compiled_vs_fp32"] = rel_err(compiled, reference)
+            res["compiled_ratio"] = res["compiled_vs_fp32"] / max(res["separate_vs_fp32"], 1e-30)
+            res["compiled_keeps_output"] = bool(res["compiled_ratio"] <= 2.0)
         pipe.transformer.to(dt)
         log.info("wan cfg: %s", res)
     # Under group offload (mora-lowvram): each pass streams the transformer's blocks from pinned host memory.
@@ -754,6 +764,21 @@ def run_wan_cfg(args: Any, elapsed: Callable[[], float]) -> dict:
         res["offload_speedup_per_step"] = res["offload_separate_s_per_step"] / res["offload_batched_s_per_step"]
         log.info("wan cfg: %s", res)
     return res
+
+
+def _wan_compiled_run(pipe: Any, latents: Callable[[int], tuple], steps: int, res: dict) -> torch.Tensor:
+    """The separate calls with the transformer's blocks compiled as the ``compile`` speedup does (one graph shared by
+    the 40 blocks); the blocks run eager again afterwards, so the fp32 reference and the offloaded runs are eager."""
+    from tools.model_loader import compile_regions
+
+    compile_regions(pipe.transformer)
+    start = time.perf_counter()
+    latents(1)  # compiles
+    res["compile_warmup_s"] = time.perf_counter() - start
+    out, res["compiled_s_per_step"] = latents(steps)
+    for block in pipe.transformer.blocks:
+        block._compiled_call_impl = None  # nn.Module.compile's hook: None restores the eager call
+    return out
 
 
 def _cudnn_first() -> Any:

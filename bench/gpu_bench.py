@@ -870,6 +870,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--wan-cfg-steps", type=int, default=10, help="wan_cfg phase: steps of each run (fp32 ~8 s each)")
     ap.add_argument("--wan-cfg-no-fp32", action="store_true", help="wan_cfg phase: timings only, no fp32 reference")
+    ap.add_argument("--wan-compile", action="store_true", help="wan_cfg phase: also the blocks compiled (regional)")
     ap.add_argument("--profile-denoiser", action="store_true", help="after a phase: kernel breakdown + CUDA graph")
     ap.add_argument("--deadline", type=float, default=1e9, help="skip remaining work after this many seconds")
     args = ap.parse_args(argv)

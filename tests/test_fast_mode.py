@@ -124,3 +124,22 @@ def test_profile_file_can_turn_fast_on_and_round_trips(tmp_path: Path):
     data["fast"] = "yes"
     with pytest.raises(InputError, match="fast must be true or false"):
         profile_from_dict(data)
+
+
+def test_compile_is_left_off_while_a_cache_is_on():
+    """First Block Cache decides on the host, per step, whether the other blocks run: a compiled block graph cannot
+    hold that, so the fast mode drops the role's regional compile (mora's Wan) and keeps it otherwise."""
+    from tools.model_loader import clear_cache
+
+    assert "compile" in load_profile("mora").roles["connect_frames"].speedups
+    normal, fast = load_profile("tiny"), fast_variant(load_profile("tiny"))
+    for profile in (normal, fast):
+        profile.roles["connect_frames"].speedups = ["compile"]
+    try:
+        compiled = PipelineLoader(normal).get("connect_frames").transformer
+        assert all(b._compiled_call_impl is not None for b in compiled.blocks)
+        cached = PipelineLoader(fast).get("connect_frames").transformer
+        assert cached.is_cache_enabled
+        assert all(b._compiled_call_impl is None for b in cached.blocks)
+    finally:
+        clear_cache()

@@ -198,7 +198,7 @@ class PipelineLoader:
                     f"could not load {cfg.pipeline} from {cfg.model!r} for role {role!r}: {first} "
                     "(download the weights first, or point the profile at a local folder)"
                 ) from err
-        apply_speedups(pipe, cfg.speedups)
+        apply_speedups(pipe, speedups_for(cfg, role))
         apply_output_changing(pipe, cfg, role, dtype)
         if manager is not None:
             from tools.memory_manager import reserve_bytes
@@ -263,6 +263,20 @@ class PipelineLoader:
             pipe.to("cpu")  # the manager places it (resident or offloaded)
             torch.cuda.empty_cache()
         return pipe
+
+
+def speedups_for(cfg: RoleConfig, role: str) -> list[str]:
+    """The role's speedups, less ``compile`` where a diffusers cache (the fast mode's) is on: the cache's hooks decide
+    on the host, per step, whether the remaining blocks run, which breaks a compiled block's graph."""
+    names = list(cfg.speedups)
+    if cfg.cache and "compile" in names:
+        names.remove("compile")
+        logger.info(
+            "%s: compile off while the %s cache is on (its hooks decide per step which blocks run)",
+            role,
+            cfg.cache.get("type"),
+        )
+    return names
 
 
 def apply_speedups(pipe: Any, names: list[str] | tuple[str, ...]) -> None:
