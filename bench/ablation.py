@@ -777,7 +777,7 @@ def _wan_compiled_run(pipe: Any, latents: Callable[[int], tuple], steps: int, re
     res["compile_warmup_s"] = time.perf_counter() - start
     out, res["compiled_s_per_step"] = latents(steps)
     for block in pipe.transformer.blocks:
-        block._compiled_call_impl = None  # nn.Module.compile's hook: None restores the eager call
+        del block.forward  # compile_regions set a compiled forward on the instance: the class's eager one again
     return out
 
 

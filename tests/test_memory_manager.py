@@ -219,7 +219,7 @@ def test_block_offload_keeps_the_top_level_group_on_the_device():
     from diffusers.hooks import apply_group_offloading
 
     from tools import tiny_models
-    from tools.memory_manager import keep_top_level_on_device
+    from tools.memory_manager import keep_top_level_on_device, release_top_level
 
     transformer = tiny_models.build_connect_frames().transformer
     assert keep_top_level_on_device(transformer) == 0  # no group offload: nothing to keep
@@ -233,3 +233,5 @@ def test_block_offload_keeps_the_top_level_group_on_the_device():
     assert group.stream is None and group.offload_device == torch.device("cpu:1")
     assert keep_top_level_on_device(transformer) == outside_blocks > 0
     assert group.offload_device == group.onload_device  # its offload moves to where it runs: a no-op
+    release_top_level(transformer)  # clear_cache: the group goes back to the host
+    assert group.offload_device == torch.device("cpu")

@@ -356,17 +356,33 @@ def keep_top_level_on_device(module: torch.nn.Module) -> int:
     (``Memcpy DtoH (Device -> Pageable)`` at ~1.2 GB/s on the H100 host: 1.8 s of copies per two Wan steps). With the
     group's offload device set to the device its moves are no-ops; the blocks still stream as before.
     """
-    registry = getattr(module, "_diffusers_hook", None)
-    hook = registry.get_hook("group_offloading") if registry is not None else None
-    group = getattr(hook, "group", None)
-    if group is None or group.stream is not None or group.offload_to_disk_path is not None:
-        return 0  # not diffusers' stream-less top-level group: leave it alone
+    group = _top_level_group(module)
+    if group is None:
+        return 0
     group.offload_device = group.onload_device
     group.onload_()
     # Counted from the module: the group's own buffer list can hold stale tensors (``Module.to`` replaces buffers).
     blocks = [c for c in module.children() if isinstance(c, (torch.nn.ModuleList, torch.nn.Sequential))]
     in_blocks = {id(t) for b in blocks for t in _tensors(b)}
     return sum(t.numel() * t.element_size() for t in _tensors(module) if id(t) not in in_blocks)
+
+
+def release_top_level(module: torch.nn.Module) -> None:
+    """Undo :func:`keep_top_level_on_device`: the group goes back to the CPU (where diffusers would keep it)."""
+    group = _top_level_group(module)
+    if group is not None and group.offload_device == group.onload_device:
+        group.offload_device = torch.device("cpu")
+        group.offload_()
+
+
+def _top_level_group(module: torch.nn.Module) -> Any:
+    """diffusers' stream-less group of a block-offloaded module's top-level parts, or None."""
+    registry = getattr(module, "_diffusers_hook", None)
+    hook = registry.get_hook("group_offloading") if registry is not None else None
+    group = getattr(hook, "group", None)
+    if group is None or group.stream is not None or group.offload_to_disk_path is not None:
+        return None
+    return group
 
 
 def host_available_bytes() -> int | None:
@@ -423,6 +439,11 @@ def reset_managers() -> None:
         if hasattr(mm.mover, "pin_new"):
             mm.mover.pin_new = False
         mm.evict_all()
+        for unit in mm.units.values():  # group-offloaded units: their top-level parts leave the GPU too
+            if unit.kept_bytes:
+                for module in unit.modules.values():
+                    release_top_level(module)
+                unit.kept_bytes = 0
 
 
 def reserve_bytes(pipeline_class: str, reserve_gb: float | None) -> int:

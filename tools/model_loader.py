@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import threading
 import time
 from collections import Counter
@@ -382,8 +383,13 @@ def persistent_compile_cache() -> str:
 
 def compile_regions(module: torch.nn.Module) -> None:
     """Regional compile: each distinct block compiled once; repeated transformer blocks share one compiled graph."""
-    if getattr(module, "_repeated_blocks", None) and type(module).__name__.startswith("Wan"):
-        module.compile_repeated_blocks(fullgraph=True, dynamic=False)
+    repeated = getattr(module, "_repeated_blocks", None)
+    if repeated and type(module).__name__.startswith("Wan"):
+        # The blocks' forward, not the module call: offload hooks added later (group offload in mora-lowvram) wrap
+        # the compiled forward and move weights outside the graph. One graph serves the 40 identical blocks.
+        for sub in module.modules():
+            if type(sub).__name__ in repeated:
+                sub.forward = torch.compile(sub.forward, fullgraph=True, dynamic=False)
         return
     blocks = [
         *getattr(module, "down_blocks", []),
@@ -405,6 +411,10 @@ def clear_cache() -> None:
     with _LOCK:
         _CACHE.clear()
         reset_managers()
+    if "torch._dynamo" in sys.modules:
+        # Compiled graphs of the dropped pipelines: their cache entries would hold them and count toward the
+        # recompile limit of the next model with the same block code (seen: a reloaded Wan ran eager).
+        torch._dynamo.reset()
     if torch.cuda.is_available():
         import gc
 
