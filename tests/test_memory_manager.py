@@ -219,7 +219,7 @@ def test_block_offload_keeps_the_top_level_group_on_the_device():
     from diffusers.hooks import apply_group_offloading
 
     from tools import tiny_models
-    from tools.memory_manager import keep_top_level_on_device, release_top_level
+    from tools.memory_manager import Unit, keep_top_level_on_device
 
     transformer = tiny_models.build_connect_frames().transformer
     assert keep_top_level_on_device(transformer) == 0  # no group offload: nothing to keep
@@ -231,7 +231,14 @@ def test_block_offload_keeps_the_top_level_group_on_the_device():
     outside_blocks = sum(t.numel() * t.element_size() for n, t in named if not n.startswith("blocks."))
     group = transformer._diffusers_hook.get_hook("group_offloading").group
     assert group.stream is None and group.offload_device == torch.device("cpu:1")
-    assert keep_top_level_on_device(transformer) == outside_blocks > 0
+    kept = keep_top_level_on_device(transformer)
+    assert kept == outside_blocks > 0
     assert group.offload_device == group.onload_device  # its offload moves to where it runs: a no-op
-    release_top_level(transformer)  # clear_cache: the group goes back to the host
-    assert group.offload_device == torch.device("cpu")
+    # The manager counts those bytes as on the device until the unit is forgotten (clear_cache), which sends them back.
+    manager = MemoryManager(budget_bytes=1 << 40, device="cpu")
+    manager.units["wan"] = Unit(
+        "wan", None, {"transformer": transformer}, reserve=0, placement="group", kept_bytes=kept
+    )
+    assert manager.resident_bytes() == kept
+    manager.forget("wan")
+    assert group.offload_device == torch.device("cpu:1") and manager.resident_bytes() == 0

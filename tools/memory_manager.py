@@ -254,7 +254,17 @@ class MemoryManager:
         with self._lock:
             if key in self.units:
                 self.evict(key)
+                self.release_kept(key)
                 del self.units[key]
+
+    def release_kept(self, key: Any) -> None:
+        """What an offloaded unit keeps on the device for good (:func:`keep_top_level_on_device`) back to the host."""
+        with self._lock:
+            unit = self.units[key]
+            if unit.kept_bytes:
+                for module in unit.modules.values():
+                    release_top_level(module)
+                unit.kept_bytes = 0
 
     def _make_room(self, unit: Unit) -> None:
         need = self._new_bytes(unit) + unit.reserve
@@ -359,6 +369,8 @@ def keep_top_level_on_device(module: torch.nn.Module) -> int:
     group = _top_level_group(module)
     if group is None:
         return 0
+    if getattr(group, "_openmora_host", None) is None:
+        group._openmora_host = group.offload_device  # where release_top_level sends it back
     group.offload_device = group.onload_device
     group.onload_()
     # Counted from the module: the group's own buffer list can hold stale tensors (``Module.to`` replaces buffers).
@@ -368,10 +380,11 @@ def keep_top_level_on_device(module: torch.nn.Module) -> int:
 
 
 def release_top_level(module: torch.nn.Module) -> None:
-    """Undo :func:`keep_top_level_on_device`: the group goes back to the CPU (where diffusers would keep it)."""
+    """Undo :func:`keep_top_level_on_device`: the group goes back to where diffusers keeps it (the host)."""
     group = _top_level_group(module)
-    if group is not None and group.offload_device == group.onload_device:
-        group.offload_device = torch.device("cpu")
+    host = getattr(group, "_openmora_host", None)
+    if host is not None and group.offload_device != host:
+        group.offload_device = host
         group.offload_()
 
 
@@ -439,11 +452,8 @@ def reset_managers() -> None:
         if hasattr(mm.mover, "pin_new"):
             mm.mover.pin_new = False
         mm.evict_all()
-        for unit in mm.units.values():  # group-offloaded units: their top-level parts leave the GPU too
-            if unit.kept_bytes:
-                for module in unit.modules.values():
-                    release_top_level(module)
-                unit.kept_bytes = 0
+        for key in list(mm.units):  # group-offloaded units: their top-level parts leave the GPU too
+            mm.release_kept(key)
 
 
 def reserve_bytes(pipeline_class: str, reserve_gb: float | None) -> int:
