@@ -14,6 +14,8 @@ from tools.attention import LeanAttnProcessor, install_lean_attention
 from tools.context import to_uint8_frames
 from tools.cuda_graphs import GraphedForward, _flatten, _rebuild, install_cuda_graphs
 from tools.errors import InputError
+from tools.group_norm import group_norm, install_cl_group_norm
+from tools.model_loader import apply_speedups
 from tools.profiles import profile_from_dict
 
 torch.set_num_threads(1)
@@ -39,6 +41,70 @@ def test_lean_attention_keeps_the_svd_unet_output():
     assert sum(isinstance(m.processor, LeanAttnProcessor) for m in unet.modules() if hasattr(m, "processor")) == changed
     assert after.shape == before.shape
     torch.testing.assert_close(after, before, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("shape", "groups", "affine", "layout"),
+    [
+        ((2, 64, 6, 10), 32, True, torch.channels_last),
+        ((2, 32, 5, 6, 8), 8, True, torch.channels_last_3d),
+        ((3, 12, 7), 4, False, torch.contiguous_format),
+    ],
+)
+def test_channel_first_group_norm_matches_torch(shape, groups, affine, layout):
+    g = torch.Generator().manual_seed(0)
+    x = (torch.randn(shape, generator=g) * 3 + 5).contiguous(memory_format=layout)  # a mean far from 0: stability
+    norm = torch.nn.GroupNorm(groups, shape[1], affine=affine)
+    if affine:
+        norm.weight.data = torch.randn(shape[1], generator=g)
+        norm.bias.data = torch.randn(shape[1], generator=g)
+    ref = norm(x)
+    got = group_norm(x, groups, norm.weight, norm.bias, norm.eps)
+    assert got.shape == ref.shape and got.dtype == ref.dtype
+    torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-5)
+    half = group_norm(x.half(), groups, norm.weight, norm.bias, norm.eps)  # statistics in fp32 for fp16 inputs
+    assert half.dtype == torch.float16
+    torch.testing.assert_close(half.float(), ref, rtol=2e-3, atol=2e-3)
+    compiled = torch.compile(lambda t: group_norm(t, groups, norm.weight, norm.bias, norm.eps), dynamic=False)
+    torch.testing.assert_close(compiled(x), ref, rtol=1e-5, atol=1e-5)
+
+
+def test_speedups_touch_only_what_they_name_and_keep_the_svd_output():
+    pipe = tiny_models.build_image_to_video()
+    unet, vae = pipe.unet.eval(), pipe.vae.eval()
+    sample, t, enc, added = _svd_unet_inputs(unet)
+    latents = torch.randn(4, vae.config.latent_channels, 8, 12, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        before = unet(sample, t, enc, added_time_ids=added).sample
+        frames_before = vae.decode(latents, num_frames=4).sample
+
+    def replaced(module: torch.nn.Module) -> int:
+        return sum("forward" in m.__dict__ for m in module.modules() if isinstance(m, torch.nn.GroupNorm))
+
+    apply_speedups(pipe, ["cl_group_norm"])  # nothing compiled: eager GroupNorm stays (one kernel beats ten)
+    assert replaced(unet) == replaced(vae) == 0
+    apply_speedups(pipe, ["channels_last"])
+    convs = [m for m in unet.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Conv3d))]
+    assert any(isinstance(m, torch.nn.Conv3d) for m in convs)  # SVD's temporal convs
+    for m in convs:
+        layout = torch.channels_last_3d if isinstance(m, torch.nn.Conv3d) else torch.channels_last
+        assert m.weight.is_contiguous(memory_format=layout)
+    install_cl_group_norm(unet)
+    install_cl_group_norm(vae.decoder)
+    assert replaced(unet) > 0 and replaced(vae.decoder) > 0 and replaced(vae.encoder) == 0
+    with torch.no_grad():
+        after = unet(sample, t, enc, added_time_ids=added).sample
+        frames_after = vae.decode(latents, num_frames=4).sample
+    torch.testing.assert_close(after, before, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(frames_after, frames_before, rtol=1e-4, atol=1e-5)
+
+
+def test_cl_group_norm_follows_the_compile_speedups():
+    pipe = tiny_models.build_image_to_video()
+    apply_speedups(pipe, ["vae_compile", "cl_group_norm"])  # only the decoder is compiled, so only it changes
+    changed = [name for name, m in pipe.unet.named_modules() if "forward" in m.__dict__]
+    assert changed == []
+    assert all("forward" in m.__dict__ for m in pipe.vae.decoder.modules() if isinstance(m, torch.nn.GroupNorm))
 
 
 def test_lean_short_self_attention_matches_the_default_processor():

@@ -283,12 +283,16 @@ def speedups_for(cfg: RoleConfig, role: str) -> list[str]:
 def apply_speedups(pipe: Any, names: list[str] | tuple[str, ...]) -> None:
     """Apply output-preserving speed options (see bench/SPEED_NOTES.md for what each one measured).
 
-    ``channels_last``: 4-D conv weights in NHWC so cuDNN runs its tensor-core kernels without layout transposes.
+    ``channels_last``: conv weights channels-last (4-D NHWC, 5-D NDHWC) so cuDNN runs its tensor-core kernels
+    without layout transposes.
     ``cudnn_attention``: prefer cuDNN's fused attention (Hopper kernels) for the denoiser's SDPA calls.
     ``fused_qkv``: one matmul for q, k, v in self-attention (where the denoiser supports it).
     ``compile``: regional ``torch.compile`` of the denoiser's blocks (down/mid/up blocks, or repeated transformer
     blocks), so compile time stays in seconds per distinct block and shapes stay static.
     ``vae_compile``: ``torch.compile`` of the VAE decoder.
+    ``cl_group_norm``: GroupNorm statistics as per-channel sums first (``tools/group_norm.py``), in the modules that
+    are compiled (the denoiser with ``compile``, the VAE decoder with ``vae_compile``): compiled, channels-last
+    GroupNorm reads memory along its order instead of with a stride. Eager, it would only add kernels.
     ``lean_attention``: single-token cross-attention as its value projection, short self-attention on the
     memory-efficient kernel (``tools/attention.py``).
     ``batched_cfg``: one transformer call of batch 2 per step instead of a cond and an uncond call of batch 1, for
@@ -302,9 +306,7 @@ def apply_speedups(pipe: Any, names: list[str] | tuple[str, ...]) -> None:
     if "channels_last" in names:
         for module in (den, vae):
             if module is not None:
-                for p in module.parameters():
-                    if p.dim() == 4:
-                        p.data = p.data.contiguous(memory_format=torch.channels_last)
+                to_channels_last(module)
     if "fused_qkv" in names and den is not None and hasattr(den, "fuse_qkv_projections"):
         try:
             den.fuse_qkv_projections()
@@ -323,12 +325,33 @@ def apply_speedups(pipe: Any, names: list[str] | tuple[str, ...]) -> None:
             logger.info(
                 "batched_cfg not applied to %s: it does not make separate cond/uncond calls", type(pipe).__name__
             )
+    if "cl_group_norm" in names:
+        from tools.group_norm import install_cl_group_norm
+
+        targets = [den if "compile" in names else None]
+        targets.append(getattr(vae, "decoder", None) if "vae_compile" in names else None)
+        if sum(install_cl_group_norm(t) for t in targets if t is not None) == 0:
+            logger.info("cl_group_norm not applied to %s: no compiled module with GroupNorm", type(pipe).__name__)
     if ("compile" in names and den is not None) or ("vae_compile" in names and vae is not None):
         persistent_compile_cache()
     if "compile" in names and den is not None:
         compile_regions(den)
     if "vae_compile" in names and vae is not None and hasattr(vae, "decoder"):
         vae.decoder.compile(dynamic=False)
+
+
+def to_channels_last(module: torch.nn.Module) -> None:
+    """Conv weights in channels-last order: 2-D convs NHWC, 3-D convs NDHWC.
+
+    The 3-D ones matter as much: SVD's temporal (3, 1, 1) convolutions with NCDHW weights made cuDNN convert every
+    input to NDHWC and every output back, 252 conversion kernels and 88 ms of a 0.80 s compiled VAE decode of 25
+    frames; with NDHWC weights the compiled decoder keeps NDHWC activations and ran 0.73 s (H100, bench/SPEED_NOTES.md
+    row 24)."""
+    for p in module.parameters():
+        if p.dim() == 4:
+            p.data = p.data.contiguous(memory_format=torch.channels_last)
+        elif p.dim() == 5:
+            p.data = p.data.contiguous(memory_format=torch.channels_last_3d)
 
 
 def apply_output_changing(pipe: Any, cfg: RoleConfig, role: str, dtype: torch.dtype) -> None:

@@ -31,6 +31,7 @@ FAST_KEYS = ("params", "cache", "storage_dtype", "notes")
 SPEEDUPS = (
     "batched_cfg",
     "channels_last",
+    "cl_group_norm",
     "compile",
     "cudnn_attention",
     "cuda_graphs",
