@@ -49,6 +49,7 @@ def test_lean_attention_keeps_the_svd_unet_output():
         ((2, 64, 6, 10), 32, True, torch.channels_last),
         ((2, 32, 5, 6, 8), 8, True, torch.channels_last_3d),
         ((3, 12, 7), 4, False, torch.contiguous_format),
+        ((3, 12), 4, True, torch.contiguous_format),
     ],
 )
 def test_channel_first_group_norm_matches_torch(shape, groups, affine, layout):

@@ -18,6 +18,8 @@ import torch
 
 def group_norm(x: torch.Tensor, groups: int, weight: torch.Tensor | None, bias: torch.Tensor | None, eps: float):
     """``F.group_norm(x, groups, weight, bias, eps)`` with statistics computed per channel first, in fp32."""
+    if x.ndim < 3:  # (N, C): no pixels to sum over (and sum over () would reduce everything)
+        return torch.nn.functional.group_norm(x, groups, weight, bias, eps)
     n, c = x.shape[:2]
     per = c // groups
     dims = tuple(range(2, x.ndim))
