@@ -366,12 +366,12 @@ def vae_rows(vae: Any, f: int, h: int, w: int, dev: str, dt: Any, g: Any, args: 
                 torch.backends.cudnn.benchmark = True
             elif name == "+channels_last":
                 _channels_last(vae, True)
-            elif name in ("+compile decoder", "+cl_group_norm"):
-                if name == "+cl_group_norm":
-                    from tools.group_norm import install_cl_group_norm
+            elif name == "+cl_group_norm":
+                from tools.group_norm import install_cl_group_norm
 
-                    torch._dynamo.reset()
-                    install_cl_group_norm(vae.decoder)
+                torch._dynamo.reset()
+                install_cl_group_norm(vae.decoder)
+            if name in ("+compile decoder", "+cl_group_norm"):
                 vae.decoder.compile(dynamic=False)
                 t = time.perf_counter()
                 decode()

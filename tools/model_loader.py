@@ -328,9 +328,8 @@ def apply_speedups(pipe: Any, names: list[str] | tuple[str, ...]) -> None:
     if "cl_group_norm" in names:
         from tools.group_norm import install_cl_group_norm
 
-        targets = [den if "compile" in names else None]
-        targets.append(getattr(vae, "decoder", None) if "vae_compile" in names else None)
-        if sum(install_cl_group_norm(t) for t in targets if t is not None) == 0:
+        compiled = {"compile": den, "vae_compile": getattr(vae, "decoder", None)}
+        if sum(install_cl_group_norm(m) for name, m in compiled.items() if name in names and m is not None) == 0:
             logger.info("cl_group_norm not applied to %s: no compiled module with GroupNorm", type(pipe).__name__)
     if ("compile" in names and den is not None) or ("vae_compile" in names and vae is not None):
         persistent_compile_cache()
