@@ -60,24 +60,61 @@ START = time.perf_counter()
 
 # ----- timing helpers ------------------------------------------------------------------------------------------------
 class StageTimer:
-    """Wraps pipeline modules' methods with synchronized timers: denoiser forwards, VAE decode, whole calls."""
+    """Times pipeline modules' methods: denoiser forwards, VAE decodes.
 
-    def __init__(self) -> None:
+    On CUDA each timed call records a pair of CUDA events and nothing waits for them until :meth:`collect`, after the
+    run: the timer leaves the host free to queue the next kernels while the GPU works, as an uninstrumented run does.
+    A stage's seconds are GPU-timeline time from the call's first queued kernel to its last one's end (idle gaps
+    inside the call included). ``blocking=True`` synchronizes around every call instead (host wall time; the
+    measurement then adds one host round trip per call to the run).
+    """
+
+    def __init__(self, blocking: bool = False) -> None:
+        self.blocking = blocking
+        self.enabled = True  # False: the hooks stay in place and do nothing (an uninstrumented run)
         self.seconds: dict[str, float] = defaultdict(float)
         self.calls: dict[str, int] = defaultdict(int)
         self.first_args: dict[str, Any] = {}
         self.wrapped: set[int] = set()
         self.modules: dict[str, torch.nn.Module] = {}
+        self._pending: list[tuple[str, Any, Any]] = []
 
     def reset(self) -> None:
         self.seconds.clear()
         self.calls.clear()
+        self._pending.clear()
 
     def forget(self) -> None:
         """Drop references to the last phase's modules (a 14 B model held here would stay in host memory)."""
         self.modules.clear()
         self.first_args.clear()
         self.wrapped.clear()
+
+    def collect(self) -> dict[str, float]:
+        """Resolve the recorded events into ``seconds`` (waits for the GPU); returns ``seconds``."""
+        for label, start, end in self._pending:
+            end.synchronize()
+            self.seconds[label] += start.elapsed_time(end) / 1e3
+        self._pending.clear()
+        return self.seconds
+
+    def _start(self) -> Any:
+        if torch.cuda.is_available() and not self.blocking:
+            event = torch.cuda.Event(enable_timing=True)
+            event.record()
+            return event
+        sync()
+        return time.perf_counter()
+
+    def _stop(self, label: str, start: Any) -> None:
+        self.calls[label] += 1
+        if isinstance(start, float):
+            sync()
+            self.seconds[label] += time.perf_counter() - start
+        else:
+            end = torch.cuda.Event(enable_timing=True)
+            end.record()
+            self._pending.append((label, start, end))
 
     def _wrap(self, obj: Any, attr: str, label: str, keep_args: bool = False) -> None:
         if obj is None or (id(obj), attr) in self.wrapped:
@@ -87,12 +124,11 @@ class StageTimer:
 
         @functools.wraps(fn)
         def timed(*args: Any, **kwargs: Any) -> Any:
-            sync()
-            t = time.perf_counter()
+            if not self.enabled:
+                return fn(*args, **kwargs)
+            start = self._start()
             out = fn(*args, **kwargs)
-            sync()
-            self.seconds[label] += time.perf_counter() - t
-            self.calls[label] += 1
+            self._stop(label, start)
             if keep_args and label not in self.first_args:
                 self.first_args[label] = _detach(args, kwargs)
             return out
@@ -105,20 +141,21 @@ class StageTimer:
         if id(module) in self.wrapped:
             return
         self.wrapped.add(id(module))
-        start: list[float] = []
+        start: list[Any] = []
 
         def pre(_m: Any, args: tuple, kwargs: dict) -> None:
-            sync()
-            start.append(time.perf_counter())
+            if not self.enabled:
+                return
+            start.append(self._start())
             if label not in self.first_args:
                 self.first_args[label] = _detach(args, kwargs)
 
         def post(_m: Any, _args: tuple, _out: Any) -> None:
-            sync()
-            self.seconds[label] += time.perf_counter() - start.pop()
-            self.calls[label] += 1
+            if not self.enabled or not start:
+                return
+            self._stop(label, start.pop())
             if self.calls[label] % 20 == 0:  # a trace in bench.log even if a long run hits the command's limit
-                log.info("  %s: %d calls, %.1fs", label, self.calls[label], self.seconds[label])
+                log.info("  %s: %d calls", label, self.calls[label])
 
         module.register_forward_pre_hook(pre, with_kwargs=True)
         module.register_forward_hook(post)
@@ -281,7 +318,7 @@ def run_openmora(
             wall = time.perf_counter() - t
             moves = [b - a for a, b in zip(moves0, _manager_moves(), strict=True)]
             tm = res.timings
-            stages = {k: round(v, 3) for k, v in timer.seconds.items()}
+            stages = {k: round(v, 3) for k, v in timer.collect().items()}
             stages["video_encode"] = round(tm["encode_s"], 3)
             stages["load_in_run"] = round(tm["load_s"], 3)
             # evictions and reloads between pipelines (the memory manager's moves), kept out of orchestration
@@ -582,7 +619,7 @@ def run_baseline(profile: Any, tasks: list[str], inputs: dict, args: argparse.Na
                 frames, enc = base.run(task, inputs, out)
             sync()
             wall = time.perf_counter() - t
-            stages = {k: round(v, 3) for k, v in timer.seconds.items()}
+            stages = {k: round(v, 3) for k, v in timer.collect().items()}
             stages["video_encode"] = round(enc, 3)
             results[task] = {
                 "wall_s": round(wall, 3),
@@ -873,6 +910,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--wan-compile", action="store_true", help="wan_cfg phase: also the blocks compiled (regional)")
     ap.add_argument("--profile-denoiser", action="store_true", help="after a phase: kernel breakdown + CUDA graph")
     ap.add_argument("--deadline", type=float, default=1e9, help="skip remaining work after this many seconds")
+    ap.add_argument(
+        "--blocking-timers",
+        action="store_true",
+        help="synchronize around every timed call (sessions 1-7's method) instead of recording CUDA events",
+    )
     args = ap.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -902,7 +944,7 @@ def main(argv: list[str] | None = None) -> int:
     def save() -> None:
         json_path.write_text(json.dumps(results, indent=1, default=str))
 
-    timer = StageTimer()
+    timer = StageTimer(blocking=args.blocking_timers)
     profile_opt, inputs = None, {}
     if set(phases) - SELF_BUILT_PHASES:
         t = time.perf_counter()

@@ -242,3 +242,28 @@ def test_block_offload_keeps_the_top_level_group_on_the_device():
     assert manager.resident_bytes() == kept
     manager.forget("wan")
     assert group.offload_device == torch.device("cpu:1") and manager.resident_bytes() == 0
+
+
+def test_sizes_are_measured_when_added_not_on_every_activation(monkeypatch):
+    # Walking a full-size UNet's parameters costs milliseconds and activation sums every resident module several
+    # times: the manager measures each module when its pipeline is added, and again only if it is added again.
+    import tools.memory_manager as mmod
+
+    a, b = _tiny("text_to_image"), _tiny("image_to_video")
+    walks: list[int] = []
+    real = mmod.module_bytes
+    monkeypatch.setattr(mmod, "module_bytes", lambda m: walks.append(id(m)) or real(m))
+    moves, mover = _recorder()
+    wa, wb = _weights(a), _weights(b)
+    mm = MemoryManager(budget_bytes=max(wa, wb) + min(wa, wb) // 2, device="cpu", mover=mover)  # one at a time
+    mm.add("a", a, reserve_bytes=0)
+    mm.add("b", b, reserve_bytes=0)
+    added = len(walks)
+    assert added == len(pipeline_modules(a)) + len(pipeline_modules(b))
+    for key in ("a", "b", "a", "b"):  # each activation evicts the other: sizes needed all the time
+        mm.activate(key)
+    assert len(walks) == added
+    # a in, (a out, b in), (b out, a in), (a out, b in): the byte counts still come out right
+    assert mm.moved_bytes == 4 * wa + 3 * wb
+    mm.add("a", a, reserve_bytes=0)  # added again (its weights may have changed): measured again
+    assert len(walks) == added + len(pipeline_modules(a))

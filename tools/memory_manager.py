@@ -31,6 +31,7 @@ import logging
 import os
 import threading
 import time
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -126,6 +127,17 @@ class MemoryManager:
         self.units: OrderedDict[Any, Unit] = OrderedDict()  # least recently used first
         self.evictions: list[Any] = []
         self._lock = threading.RLock()
+        # Bytes per module, measured when its pipeline is added: walking a UNet's ~1,700 parameters costs ~5 ms, and
+        # every activation sums all resident modules several times (60-120 ms per tool call at Mora's sizes, with the
+        # GPU idle). A pipeline whose weights change size later (a LoRA fused in, a dtype change) is added again.
+        self._sizes: weakref.WeakKeyDictionary[torch.nn.Module, int] = weakref.WeakKeyDictionary()
+
+    def size(self, module: torch.nn.Module) -> int:
+        """``module_bytes(module)``, measured once per module (see ``_sizes``)."""
+        n = self._sizes.get(module)
+        if n is None:
+            n = self._sizes[module] = module_bytes(module)
+        return n
 
     # ----- bookkeeping ---------------------------------------------------------------------------------------------
     def _module_owners(self, module: torch.nn.Module, on_device_only: bool = True) -> list[Any]:
@@ -143,11 +155,11 @@ class MemoryManager:
             if u.on_device:
                 for m in u.modules.values():
                     seen[id(m)] = m
-        return sum(module_bytes(m) for m in seen.values()) + sum(u.kept_bytes for u in self.units.values())
+        return sum(self.size(m) for m in seen.values()) + sum(u.kept_bytes for u in self.units.values())
 
     def _new_bytes(self, unit: Unit) -> int:
         """Bytes a unit adds when made resident: its modules not already on the device through another unit."""
-        return sum(module_bytes(m) for m in unit.modules.values() if not self._module_owners(m))
+        return sum(self.size(m) for m in unit.modules.values() if not self._module_owners(m))
 
     def resident_keys(self) -> list[Any]:
         return [k for k, u in self.units.items() if u.on_device]
@@ -162,8 +174,10 @@ class MemoryManager:
         with self._lock:
             modules = pipeline_modules(pipe)
             unit = Unit(key=key, pipe=pipe, modules=modules, reserve=int(reserve_bytes))
-            weights = sum(module_bytes(m) for m in modules.values())
-            largest = max((module_bytes(m) for m in modules.values()), default=0)
+            for m in modules.values():  # (re)measured on every add
+                self._sizes[m] = module_bytes(m)
+            weights = sum(self.size(m) for m in modules.values())
+            largest = max((self.size(m) for m in modules.values()), default=0)
             if placement in ("auto", "none"):
                 unit.placement = decide_offload(weights, largest, unit.reserve, self.budget)
             else:
@@ -203,7 +217,7 @@ class MemoryManager:
                     start = time.perf_counter()
                     for m in unit.modules.values():
                         if not self._module_owners(m):  # a shared module already on the device stays
-                            self.moved_bytes += module_bytes(m)
+                            self.moved_bytes += self.size(m)
                             self.mover(m, self.device)
                     unit.on_device = True
                     self.move_seconds += time.perf_counter() - start
@@ -220,9 +234,8 @@ class MemoryManager:
                 if other.on_device and other.key != keep:
                     self.evict(other.key)
 
-    @staticmethod
-    def _largest_bytes(unit: Unit) -> int:
-        return 0 if unit.placement == "group" else max((module_bytes(m) for m in unit.modules.values()), default=0)
+    def _largest_bytes(self, unit: Unit) -> int:
+        return 0 if unit.placement == "group" else max((self.size(m) for m in unit.modules.values()), default=0)
 
     def evict(self, key: Any) -> None:
         """Move a resident unit's modules to the CPU, except modules another on-device unit still uses."""
@@ -238,7 +251,7 @@ class MemoryManager:
                     release = getattr(m.forward, "release", None)
                     if callable(release):  # CUDA graphs hold a GPU memory pool of activations: free it too
                         release()
-                    self.moved_bytes += module_bytes(m)
+                    self.moved_bytes += self.size(m)
                     self.mover(m, cpu)
             self.move_seconds += time.perf_counter() - start
             self.evictions.append(key)
