@@ -206,3 +206,21 @@ def test_compile_caches_go_to_the_openmora_cache_unless_the_user_chose_a_folder(
     assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(tmp_path / "cache" / "inductor")
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "mine"))
     assert persistent_compile_cache() == str(tmp_path / "mine")
+
+
+def test_install_graphs_picks_the_denoiser_and_the_encoders_by_speedup():
+    from tools.model_loader import install_graphs
+
+    t2i, i2v = tiny_models.build_text_to_image(), tiny_models.build_image_to_video()
+    assert install_graphs(t2i, ["encoder_graphs"]) == ["text_encoder"]
+    assert isinstance(t2i.text_encoder.forward, GraphedForward) and not isinstance(t2i.unet.forward, GraphedForward)
+    assert install_graphs(i2v, ["cuda_graphs", "encoder_graphs"]) == ["unet", "image_encoder"]
+    assert isinstance(i2v.image_encoder.forward, GraphedForward) and isinstance(i2v.unet.forward, GraphedForward)
+    assert install_graphs(tiny_models.build_text_to_image(), ["compile"]) == []
+    # a graphed encoder keeps transformers' output type and values (eager here: CPU weights)
+    ids = t2i.tokenizer(["a fox"], padding="max_length", max_length=t2i.tokenizer.model_max_length, return_tensors="pt")
+    with torch.no_grad():
+        out = t2i.text_encoder(ids.input_ids, output_hidden_states=True)
+        ref = t2i.text_encoder.forward.eager(ids.input_ids, output_hidden_states=True)
+    assert type(out) is type(ref) and len(out.hidden_states) == len(ref.hidden_states)
+    torch.testing.assert_close(out.hidden_states[-2], ref.hidden_states[-2], rtol=0, atol=0)

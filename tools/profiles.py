@@ -35,6 +35,7 @@ SPEEDUPS = (
     "compile",
     "cudnn_attention",
     "cuda_graphs",
+    "encoder_graphs",
     "fused_qkv",
     "lean_attention",
     "vae_compile",

@@ -1,4 +1,5 @@
-"""Slow tier (CUDA): CUDA-graph replay is bit-identical to eager and re-captures after the weights move; the lean
+"""Slow tier (CUDA): CUDA-graph replay is bit-identical to eager and re-captures after the weights move (denoisers,
+and the CLIP text and image encoders with transformers' output types); the lean
 attention's memory-efficient path matches diffusers' default processor in fp16; the compiled per-channel GroupNorm
 (cl_group_norm) stays as close to fp32 as torch's own on channels-last fp16 activations."""
 
@@ -35,6 +36,32 @@ def test_cuda_graph_replay_is_bit_identical_and_recaptures_after_a_move():
         assert torch.equal(out, graphed.eager(x, t, enc, return_dict=False)[0])
         assert graphed.captures == 2
         del keep
+
+
+def test_encoder_graphs_replay_clip_text_and_vision_bit_identically():
+    from tools.model_loader import install_graphs
+
+    t2i, i2v = tiny_models.build_text_to_image(), tiny_models.build_image_to_video()
+    text = t2i.text_encoder.eval().to("cuda", torch.float16)
+    vision = i2v.image_encoder.eval().to("cuda", torch.float16)
+    assert install_graphs(t2i, ["encoder_graphs"]) == ["text_encoder"]
+    assert install_graphs(i2v, ["encoder_graphs"]) == ["image_encoder"]
+    tok = t2i.tokenizer
+    size = vision.config.image_size
+    with torch.inference_mode():
+        for prompt in ("a fox in snow", "", "a city at night, rain"):  # same shapes: one graph, replayed
+            ids = tok([prompt], padding="max_length", max_length=tok.model_max_length, return_tensors="pt")
+            ids = ids.input_ids.to("cuda")
+            out = text(ids, output_hidden_states=True)
+            ref = text.forward.eager(ids, output_hidden_states=True)
+            assert type(out) is type(ref)
+            for a, b in zip(out.hidden_states, ref.hidden_states, strict=True):
+                assert torch.equal(a, b)
+            assert torch.equal(out.pooler_output, ref.pooler_output)
+            pixels = torch.rand(1, 3, size, size, device="cuda", dtype=torch.float16)
+            assert torch.equal(vision(pixels).image_embeds, vision.forward.eager(pixels).image_embeds)
+    assert text.forward.captures == 1 and text.forward.replays == 3
+    assert vision.forward.captures == 1 and vision.forward.replays == 3
 
 
 def test_lean_short_attention_on_cuda_matches_default():
