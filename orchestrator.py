@@ -244,6 +244,7 @@ class ChatSession:
         self.group: GroupChatSession | None = None
         self.result: RunResult | None = None
         self._wall = 0.0
+        self._guarded = False
 
     @property
     def run_dir(self) -> Path | None:
@@ -366,6 +367,7 @@ class ChatSession:
             )
             if task == "extend":
                 self.state.steps[0].args = {"segments": n_segments, "prompt": prompt or ""}
+            store.flush()  # the inputs on disk before a state that names them
             self.state.save(out / STATE_FILE)
             request = _request_text(task, prompt, image_id, clip_ids, store)
             await self._execute(client, request)
@@ -380,6 +382,7 @@ class ChatSession:
         final_id, _ = await asyncio.to_thread(renderer.render, shots, segments)
         # Revisions of a story extend its end; its shots are recorded in the manifest.
         self.state = PlanState(task="story", prompt=prompt, segments=segments, final_id=final_id, finals=[final_id])
+        self.store.flush()
         self.state.save(self.store.run_dir / STATE_FILE)
 
     def _group_chat(self) -> GroupChatSession:
@@ -433,6 +436,7 @@ class ChatSession:
                 agent="planner",
                 text=f"revision '{intent}': re-running {', '.join(s.tool for s in steps)}; earlier artifacts are reused",
             )
+            self.store.flush()
             self.state.save(self.store.run_dir / STATE_FILE)
             self.store.update_meta(status="running")
             await self._execute(client, f"Revision: {text}")
@@ -472,17 +476,31 @@ class ChatSession:
     @contextlib.contextmanager
     def _status_on_failure(self) -> Iterator[None]:
         """Record a failure or an interruption in the transcript and the manifest, then let it propagate."""
+        if self._guarded:  # nested (the final flush inside a guarded request): the outer one records it
+            yield
+            return
+        self._guarded = True
         try:
             yield
         except BaseException as err:
             status = "interrupted" if isinstance(err, KeyboardInterrupt | asyncio.CancelledError) else "failed"
             message = str(err).splitlines()[0] if str(err) else type(err).__name__
+            with contextlib.suppress(Exception):
+                # Finish the files of steps that completed (and the plan state that records them): a resume then
+                # re-runs only what did not finish. A failed write stays unrecorded.
+                self.store.flush()
             self.transcript.record("run_end", agent="orchestrator", status=status, error=message)
             self.store.update_meta(status=status, error=message)
             raise
+        finally:
+            self._guarded = False
 
     def _finish(self, decode_seconds: float) -> RunResult:
         store, final_id = self.store, self.state.final_id
+        flush_start = time.perf_counter()
+        with self._status_on_failure():
+            store.flush()  # every clip's files written (encoding overlapped the rendering), the plan state saved
+        self._wall += time.perf_counter() - flush_start
         out = store.run_dir
         final = out / "final.mp4"
         tmp = out / f".final.{uuid.uuid4().hex[:8]}.tmp.mp4"
@@ -493,12 +511,14 @@ class ChatSession:
             "wall_s": self._wall,
             "load_s": loader.load_seconds,
             "generate_s": self.ctx.timings.get("generate", 0.0),
-            # Video I/O: encoding every clip, and decoding + fitting the inputs.
+            # Video I/O: encoding every clip (in the background, beside the rendering), decoding + fitting the inputs.
             "encode_s": store.encode_seconds + decode_seconds,
+            # The part of the wall time spent waiting for files (what the background encoding did not hide).
+            "encode_wait_s": store.wait_seconds + decode_seconds,
             # The planner's and agents' LLM calls (0 with --llm none).
             "llm_s": self.orch.llm_seconds,
         }
-        busy = timings["load_s"] + timings["generate_s"] + timings["encode_s"] + timings["llm_s"]
+        busy = timings["load_s"] + timings["generate_s"] + timings["encode_wait_s"] + timings["llm_s"]
         timings["other_s"] = max(0.0, timings["wall_s"] - busy)
         self.transcript.record(
             "run_end",
@@ -823,7 +843,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     t = result.timings
     print(
         f"done in {t['wall_s']:.1f}s (load {t['load_s']:.1f}s, generate {t['generate_s']:.1f}s, "
-        f"encode {t['encode_s']:.1f}s, llm {t['llm_s']:.1f}s, other {t['other_s']:.1f}s)",
+        f"waiting for encodes {t['encode_wait_s']:.1f}s of {t['encode_s']:.1f}s encoding, llm {t['llm_s']:.1f}s, "
+        f"other {t['other_s']:.1f}s)",
         file=sys.stderr,
     )
     print(result.final_video)

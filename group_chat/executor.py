@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from group_chat.plan_state import PlanState, Step
+from group_chat.plan_state import PlanState, Step, write_state
 from group_chat.transcript import Transcript
 from tools.connect_clips import connect_clips
 from tools.context import ToolContext, ToolResult
@@ -51,7 +51,11 @@ class PlanExecutor:
         return self.ctx.store.run_dir / STATE_FILE
 
     def save_state(self) -> None:
-        self.state.save(self.state_path)
+        """Save the plan state as it is now, once every artifact it names is on disk (the store writes files in the
+        background): an interruption never leaves a state that names a missing file, nor re-runs a step whose files
+        were written."""
+        text, path = self.state.to_json(), self.state_path
+        self.ctx.store.on_written(lambda: write_state(path, text))
 
     def run_step(self, step: Step) -> str:
         """Run one step with the plan's arguments; returns the line the chat shows."""
@@ -81,7 +85,7 @@ class PlanExecutor:
                 "tool_call", agent=agent, tool=step.tool, seconds=time.perf_counter() - start, error=message, **extra
             )
             raise
-        # Plan state first: an interruption after this point never re-runs the step on resume.
+        # Plan state first (saved once the outputs are on disk): an interruption after that never re-runs the step.
         self.state.record_tool(agent, step.tool, result.outputs)
         self.save_state()
         self.transcript.record(

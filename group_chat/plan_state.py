@@ -230,14 +230,22 @@ class PlanState:
         data["steps"] = [Step(**s) for s in data.get("steps", [])]
         return cls(**data)
 
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
     def save(self, path: Path) -> None:
-        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=2), encoding="utf-8")
-        os.replace(tmp, path)
+        write_state(path, self.to_json())
 
     @classmethod
     def load(cls, path: Path) -> PlanState:
         return cls.from_dict(json.loads(path.read_text(encoding="utf-8")))
+
+
+def write_state(path: Path, text: str) -> None:
+    """Write a plan state's JSON atomically (a temp file, then a rename)."""
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
 
 
 def parse_seconds(text: str) -> float | None:

@@ -426,6 +426,7 @@ class GroupChatSession:
     async def save(self) -> None:
         """Save the plan state and the team's conversation (both atomically) for resume."""
         self._save_state()
+        self.ctx.store.flush()  # the conversation names artifacts: their files first
         state = await self.team.save_state()
         path = self.ctx.store.run_dir / TEAM_FILE
         tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")

@@ -183,4 +183,5 @@ def test_lossless_copy_is_bit_exact(tmp_path: Path) -> None:
     store = ArtifactStore(tmp_path / "run")
     art = store.add_video(frames, 7, tool="test")
     assert art.frames_path.endswith(".lossless.mkv")
+    store.flush()  # files are written in the background
     assert np.array_equal(ArtifactStore(tmp_path / "run").frames(art.id), frames)  # a fresh store reads the file

@@ -24,7 +24,7 @@ import re
 import threading
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -32,8 +32,8 @@ from typing import Any
 
 import numpy as np
 
-from tools.errors import ToolArgumentError
-from tools.video_io import read_frames, write_image, write_lossless, write_video
+from tools.errors import ArtifactWriteError, ToolArgumentError
+from tools.video_io import LOSSLESS_SETTINGS, MP4_SETTINGS, FrameSink, read_frames, write_image
 
 MANIFEST = "manifest.json"
 ID_PATTERN = re.compile(r"^(img|clip)-(\d{4,6})$")
@@ -92,14 +92,121 @@ def _atomic_write_text(path: Path, text: str) -> None:
 def write_clip_files(frames: np.ndarray, fps: float, mp4: Path, lossless: Path) -> None:
     """The MP4 and its lossless copy, encoded at the same time (two ffmpeg processes; bench/bench_encode.py
     measures serial against parallel). If either fails, neither file is left behind."""
-    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="encode") as pool:
-        jobs = [pool.submit(write_video, frames, fps, mp4), pool.submit(write_lossless, frames, fps, lossless)]
-        errors = [job.exception() for job in jobs]
-    failed = next((e for e in errors if e is not None), None)
-    if failed is not None:
-        for path in (mp4, lossless):
-            path.unlink(missing_ok=True)
-        raise failed
+    _check_frames(frames)
+    sinks = _clip_sinks(fps, mp4, lossless)
+    for sink in sinks:
+        sink.put(frames)
+    _finish_sinks(sinks)
+
+
+def _check_frames(frames: np.ndarray, size: tuple[int, int] | None = None) -> None:
+    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8 or not len(frames):
+        raise ValueError(f"expected uint8 frames shaped (T, H, W, 3), got {frames.dtype} {frames.shape}")
+    h, w = frames.shape[1:3]
+    if h % 2 or w % 2:
+        raise ValueError(f"H.264 needs even sizes, got {w}x{h}")
+    if size is not None and (h, w) != size:
+        raise ValueError(f"every frame of a clip has one size: {size[1]}x{size[0]} so far, then {w}x{h}")
+
+
+def _clip_sinks(fps: float, mp4: Path, lossless: Path) -> list[FrameSink]:
+    return [FrameSink(mp4, fps, **MP4_SETTINGS), FrameSink(lossless, fps, **LOSSLESS_SETTINGS)]
+
+
+def _finish_sinks(sinks: list[FrameSink]) -> None:
+    """Finish every sink; if one fails, remove what the others wrote and raise its error."""
+    errors: list[BaseException] = []
+    for sink in sinks:
+        try:
+            sink.finish()
+        except BaseException as err:
+            errors.append(err)
+    if errors:
+        for sink in sinks:
+            sink.path.unlink(missing_ok=True)
+        raise errors[0]
+
+
+class ClipStream:
+    """A clip encoded while it is being made (:meth:`ArtifactStore.open_video`): every :meth:`append` goes to the
+    MP4 and lossless encoders at once, in their own threads, so encoding overlaps the next segment's rendering.
+    :meth:`close` records the clip (its files land when the encoders finish); :meth:`abort` leaves nothing behind.
+    """
+
+    def __init__(self, store: ArtifactStore, art_id: str, fps: float) -> None:
+        self.store, self.id, self.fps = store, art_id, float(fps)
+        self.rel, self.rel_frames = f"clips/{art_id}.mp4", f"clips/{art_id}.lossless.mkv"
+        mp4 = store.resolve(self.rel)
+        mp4.parent.mkdir(parents=True, exist_ok=True)
+        self._sinks = _clip_sinks(fps, mp4, store.resolve(self.rel_frames))
+        self._pieces: list[np.ndarray] = []
+        self._closed = False
+
+    def append(self, frames: np.ndarray) -> None:
+        """Add frames (``uint8`` ``(T, H, W, 3)``, even sizes, one size per clip) to the end of the clip."""
+        if self._closed:
+            raise ValueError(f"{self.id} is closed")
+        frames = np.ascontiguousarray(frames)
+        _check_frames(frames, self._pieces[0].shape[1:3] if self._pieces else None)
+        self._pieces.append(frames)
+        try:
+            for sink in self._sinks:
+                sink.put(frames)
+        except BaseException:
+            self.abort()
+            raise
+
+    def close(
+        self,
+        *,
+        tool: str,
+        parents: list[str] | tuple[str, ...] = (),
+        params: dict[str, Any] | None = None,
+        seed: int | None = None,
+        seconds: float = 0.0,
+        description: str = "",
+    ) -> Artifact:
+        """Record the clip and return it at once; its files are finished in the background
+        (:meth:`ArtifactStore.flush` waits for them)."""
+        if not self._pieces:
+            self.abort()
+            raise ValueError(f"{self.id} has no frames: append at least one before closing it")
+        self._closed = True
+        frames = self._pieces[0] if len(self._pieces) == 1 else np.concatenate(self._pieces)
+        self._pieces = []
+        art = Artifact(
+            id=self.id,
+            kind="video",
+            path=self.rel,
+            sha256="",  # set when the MP4 is on disk
+            width=frames.shape[2],
+            height=frames.shape[1],
+            tool=tool,
+            parents=list(parents),
+            params=dict(params or {}),
+            seed=seed,
+            seconds=round(seconds, 4),
+            description=description,
+            frames=int(frames.shape[0]),
+            fps=self.fps,
+            frames_path=self.rel_frames,
+            created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        )
+        sinks = self._sinks
+
+        def finish() -> float:
+            _finish_sinks(sinks)
+            return max(s.seconds for s in sinks)  # the two encoders run side by side
+
+        self.store._submit(art, frames, finish, event_frames=int(frames.shape[0]))
+        return art
+
+    def abort(self) -> None:
+        """Stop the encoders and remove their files; the id is released."""
+        self._closed = True
+        for sink in self._sinks:
+            sink.abort()
+        self.store._release(self.id)
 
 
 class ArtifactStore:
@@ -116,8 +223,16 @@ class ArtifactStore:
         self._lock = threading.RLock()
         self._artifacts: dict[str, Artifact] = {}
         self._frames_cache: dict[str, np.ndarray] = {}
+        self._images_cache: dict[str, np.ndarray] = {}
+        # Files are written in the background, committed in order by one thread: a clip's artifact is usable at
+        # once (its pixels are in memory), it enters the manifest when its files are on disk.
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="artifacts")
+        self._pending: dict[str, Future] = {}
+        self._reserved: set[str] = set()
+        self._failure: ArtifactWriteError | None = None
         self.meta: dict[str, Any] = {}
-        self.encode_seconds = 0.0
+        self.encode_seconds = 0.0  # encoder time (clips and images), mostly overlapped with other work
+        self.wait_seconds = 0.0  # time callers spent waiting for files (flush, path)
         self.on_event = None  # set by the orchestrator: receives {"type": "encode", ...} progress events
         manifest = self.run_dir / MANIFEST
         if manifest.exists():
@@ -134,7 +249,7 @@ class ArtifactStore:
     def _next_id(self, kind: str) -> str:
         prefix = _PREFIX[kind]
         n = sum(1 for a in self._artifacts.values() if a.kind == kind) + 1
-        while f"{prefix}-{n:04d}" in self._artifacts:
+        while f"{prefix}-{n:04d}" in self._artifacts or f"{prefix}-{n:04d}" in self._reserved:
             n += 1
         return f"{prefix}-{n:04d}"
 
@@ -172,14 +287,21 @@ class ArtifactStore:
         return list(self._artifacts.values())
 
     def path(self, artifact_id: str) -> Path:
-        return self.resolve(self.get(artifact_id).path)
+        """The artifact's file, once it is written (waits for a background write)."""
+        art = self.get(artifact_id)
+        self.wait(art.id)
+        return self.resolve(art.path)
 
     # ----- reading -------------------------------------------------------------------------------------------
     def image(self, artifact_id: str) -> np.ndarray:
         """The exact pixels of an image artifact, as an RGB ``uint8`` array."""
         from PIL import Image
 
-        with Image.open(self.path(self.get(artifact_id, "image").id)) as im:
+        art = self.get(artifact_id, "image")
+        cached = self._images_cache.get(art.id)
+        if cached is not None:
+            return cached
+        with Image.open(self.path(art.id)) as im:
             return np.asarray(im.convert("RGB"))
 
     def frames(self, artifact_id: str) -> np.ndarray:
@@ -201,12 +323,6 @@ class ArtifactStore:
         return frames
 
     # ----- writing -------------------------------------------------------------------------------------------
-    def _record(self, art: Artifact) -> Artifact:
-        with self._lock:
-            self._artifacts[art.id] = art
-            self._save()
-        return art
-
     def add_image(
         self,
         image: np.ndarray,
@@ -218,21 +334,21 @@ class ArtifactStore:
         seconds: float = 0.0,
         description: str = "",
     ) -> Artifact:
-        """Write an RGB ``uint8`` image as PNG and record it."""
+        """Record an RGB ``uint8`` image and return it at once; its PNG is written in the background."""
         image = np.ascontiguousarray(image)
         if image.ndim != 3 or image.shape[-1] != 3 or image.dtype != np.uint8:
             raise ValueError(f"expected an RGB uint8 image shaped (H, W, 3), got {image.dtype} {image.shape}")
         with self._lock:
+            self._raise_failure()
             art_id = self._next_id("image")
             rel = f"images/{art_id}.png"
             out = self.resolve(rel)
             out.parent.mkdir(parents=True, exist_ok=True)
-            write_image(image, out)
             art = Artifact(
                 id=art_id,
                 kind="image",
                 path=rel,
-                sha256=_sha256(out),
+                sha256="",  # set when the PNG is on disk
                 width=image.shape[1],
                 height=image.shape[0],
                 tool=tool,
@@ -243,7 +359,14 @@ class ArtifactStore:
                 description=description,
                 created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
             )
-            return self._record(art)
+
+            def finish() -> float:
+                start = time.perf_counter()
+                write_image(image, out)
+                return time.perf_counter() - start
+
+            self._submit(art, image, finish)
+            return art
 
     def add_video(
         self,
@@ -257,41 +380,112 @@ class ArtifactStore:
         seconds: float = 0.0,
         description: str = "",
     ) -> Artifact:
-        """Write frames as an H.264 MP4 plus a lossless frame copy, and record the clip."""
-        frames = np.ascontiguousarray(frames)
+        """Record a clip (H.264 MP4 plus a lossless frame copy) and return it at once; its files are encoded in the
+        background. To encode while the frames are still being made, use :meth:`open_video`."""
+        stream = self.open_video(fps)
+        stream.append(frames)
+        return stream.close(
+            tool=tool, parents=parents, params=params, seed=seed, seconds=seconds, description=description
+        )
+
+    def open_video(self, fps: float) -> ClipStream:
+        """A clip to fill with :meth:`ClipStream.append` while it renders, then :meth:`ClipStream.close`."""
         with self._lock:
+            self._raise_failure()
             art_id = self._next_id("video")
-            rel = f"clips/{art_id}.mp4"
-            rel_frames = f"clips/{art_id}.lossless.mkv"
-            out = self.resolve(rel)
-            out.parent.mkdir(parents=True, exist_ok=True)
+            self._reserved.add(art_id)
+        try:
+            return ClipStream(self, art_id, fps)
+        except BaseException:
+            self._release(art_id)
+            raise
+
+    # ----- background writes ---------------------------------------------------------------------------------------
+    def _release(self, art_id: str) -> None:
+        with self._lock:
+            self._reserved.discard(art_id)
+
+    def _submit(self, art: Artifact, pixels: np.ndarray, finish: Any, event_frames: int | None = None) -> None:
+        """Make ``art`` usable now (ids, pixels) and queue ``finish`` (which writes its files, returning the encoder's
+        seconds) on the writer thread, which then hashes the file and adds ``art`` to the manifest."""
+        with self._lock:
+            self._reserved.discard(art.id)
+            self._artifacts[art.id] = art
+            (self._frames_cache if art.kind == "video" else self._images_cache)[art.id] = pixels
+            if self.on_event and event_frames is not None:
+                self.on_event({"type": "encode", "phase": "start", "id": art.id, "frames": event_frames})
+            self._pending[art.id] = self._writer.submit(self._commit, art, finish, event_frames is not None)
+
+    def _commit(self, art: Artifact, finish: Any, is_clip: bool) -> None:
+        try:
+            seconds = finish()
+            art.sha256 = _sha256(self.resolve(art.path))
+        except BaseException as err:
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            with self._lock:
+                self._artifacts.pop(art.id, None)
+                self._frames_cache.pop(art.id, None)
+                self._images_cache.pop(art.id, None)
+                self._pending.pop(art.id, None)
+                for rel in (art.path, art.frames_path):
+                    if rel:
+                        self.resolve(rel).unlink(missing_ok=True)
+                self._failure = self._failure or ArtifactWriteError(
+                    f"writing {art.id} to {self.run_dir} failed: {first} (check free disk space and ffmpeg)"
+                )
+            raise
+        with self._lock:
+            self.encode_seconds += seconds
+            self._pending.pop(art.id, None)
+            self._save()
+        if self.on_event and is_clip:
+            self.on_event({"type": "encode", "phase": "end", "id": art.id})
+
+    def _raise_failure(self) -> None:
+        if self._failure is not None:
+            raise self._failure
+
+    def wait(self, artifact_id: str) -> None:
+        """Wait until the artifact's files are written; raises :class:`ArtifactWriteError` if a write failed."""
+        job = self._pending.get(artifact_id)
+        if job is not None:
             start = time.perf_counter()
-            if self.on_event:
-                self.on_event({"type": "encode", "phase": "start", "id": art_id, "frames": int(frames.shape[0])})
-            write_clip_files(frames, fps, out, self.resolve(rel_frames))
-            self.encode_seconds += time.perf_counter() - start
-            if self.on_event:
-                self.on_event({"type": "encode", "phase": "end", "id": art_id})
-            art = Artifact(
-                id=art_id,
-                kind="video",
-                path=rel,
-                sha256=_sha256(out),
-                width=frames.shape[2],
-                height=frames.shape[1],
-                tool=tool,
-                parents=list(parents),
-                params=dict(params or {}),
-                seed=seed,
-                seconds=round(seconds, 4),
-                description=description,
-                frames=int(frames.shape[0]),
-                fps=float(fps),
-                frames_path=rel_frames,
-                created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            )
-            self._frames_cache[art_id] = frames
-            return self._record(art)
+            try:
+                job.result()
+            except BaseException:
+                pass
+            self.wait_seconds += time.perf_counter() - start
+        self._raise_failure()
+
+    def flush(self) -> None:
+        """Wait for every background write (and callback queued with :meth:`on_written`); raises
+        :class:`ArtifactWriteError` if one failed."""
+        start = time.perf_counter()
+        self._writer.submit(lambda: None).result()  # the writer runs jobs in order: this one is last
+        self.wait_seconds += time.perf_counter() - start
+        self._raise_failure()
+
+    @property
+    def pending(self) -> list[str]:
+        """Ids whose files are still being written."""
+        return list(self._pending)
+
+    def on_written(self, callback: Any) -> None:
+        """Call ``callback()`` on the writer thread once every artifact recorded so far is on disk (not at all if a
+        write failed). The plan state is saved this way: it never names an artifact whose files are missing."""
+
+        def run() -> None:
+            if self._failure is None:
+                try:
+                    callback()
+                except BaseException as err:
+                    with self._lock:
+                        self._failure = self._failure or ArtifactWriteError(
+                            f"saving the run's state in {self.run_dir} failed: {err}"
+                        )
+                    raise
+
+        self._writer.submit(run)
 
     def update_meta(self, **values: Any) -> None:
         with self._lock:
@@ -299,5 +493,7 @@ class ArtifactStore:
             self._save()
 
     def _save(self) -> None:
-        data = {"run": self.meta, "artifacts": [dataclasses.asdict(a) for a in self._artifacts.values()]}
+        # only artifacts whose files are on disk: a manifest never names a missing or half-written file
+        done = [dataclasses.asdict(a) for a in self._artifacts.values() if a.id not in self._pending]
+        data = {"run": self.meta, "artifacts": done}
         _atomic_write_text(self.run_dir / MANIFEST, json.dumps(data, indent=2, default=str))

@@ -20,3 +20,8 @@ class ToolArgumentError(OpenMoraError, ValueError):
 
 class ModelLoadError(OpenMoraError, RuntimeError):
     """A pipeline named by a profile could not be loaded (missing weights, unknown class, no network)."""
+
+
+class ArtifactWriteError(OpenMoraError, RuntimeError):
+    """An image or clip could not be written to the run folder (disk full, an encoder failed). Raised at the next
+    store operation after the background write failed; nothing half-written is left and the step is not recorded."""

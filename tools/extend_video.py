@@ -7,7 +7,6 @@ import time
 from tools.context import ToolContext, ToolResult
 from tools.errors import ToolArgumentError
 from tools.image_to_video import render_segment
-from tools.video_io import concatenate
 
 MAX_SEGMENTS = 12
 
@@ -32,18 +31,25 @@ def extend_video(
     source = ctx.store.get(clip_id, "video")
     seed = ctx.next_seed(seed)
     start = time.perf_counter()
-    pieces = [ctx.store.frames(source.id)]
     notes: list[str] = []
-    for i in range(segments):
-        # Chain on the exact last frame array (lossless), not on a decode of the lossy MP4.
-        frames, seg_notes = render_segment(ctx, pieces[-1][-1], prompt, seed + i)
-        notes += [n for n in seg_notes if n not in notes]
-        # The first generated frame re-draws the conditioning frame: drop it so no frame is shown twice.
-        pieces.append(frames[1:])
-    joined = concatenate(pieces)
-    art = ctx.store.add_video(
-        joined,
-        ctx.profile.fps,
+    # The new clip is encoded while it grows: the original's frames and each finished segment go to the encoders
+    # while the next segment renders, so only the last segment's encoding is left when the GPU is done.
+    stream = ctx.store.open_video(ctx.profile.fps)
+    try:
+        last = ctx.store.frames(source.id)
+        stream.append(last)
+        for i in range(segments):
+            # Chain on the exact last frame array (lossless), not on a decode of the lossy MP4.
+            frames, seg_notes = render_segment(ctx, last[-1], prompt, seed + i)
+            notes += [n for n in seg_notes if n not in notes]
+            # The first generated frame re-draws the conditioning frame: drop it so no frame is shown twice.
+            if len(frames) > 1:
+                stream.append(frames[1:])
+            last = frames
+    except BaseException:
+        stream.abort()
+        raise
+    art = stream.close(
         tool="extend_video",
         parents=[source.id],
         params={"prompt": prompt, "segments": segments},

@@ -14,9 +14,13 @@ from __future__ import annotations
 
 import logging
 import os
+import queue
+import threading
+import time
 import uuid
 import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -169,35 +173,137 @@ def write_video(frames: np.ndarray, fps: float, path: str | Path) -> Path:
     # moviepy's writer fed frame by frame: ImageSequenceClip.write_videofile derives the frame count from a float
     # duration and can drop the last frame (22 frames at 7 fps came out as 21).
     # preset veryfast + all threads: 5.8x faster than medium on one thread at 1024x576 for the same CRF (bench/RESULTS.md).
-    _encode(frames, fps, path, codec="libx264", preset="veryfast", params=["-crf", "18"], pixel_format="yuv420p")
+    _encode(frames, fps, path, **MP4_SETTINGS)
     return path
+
+
+MP4_SETTINGS = dict(codec="libx264", preset="veryfast", params=["-crf", "18"], pixel_format="yuv420p")
+LOSSLESS_SETTINGS = dict(codec="libx264rgb", preset="ultrafast", params=["-qp", "0"], pixel_format="rgb24")
 
 
 def _encode(
     frames: np.ndarray, fps: float, path: Path, codec: str, preset: str, params: list[str], pixel_format: str
 ) -> None:
     """Encode frames with moviepy's ffmpeg writer into a temp file, then rename: never a half-written file."""
-    from moviepy.video.io.ffmpeg_writer import FFMPEG_VideoWriter
+    sink = FrameSink(path, fps, codec=codec, preset=preset, params=params, pixel_format=pixel_format, thread=False)
+    sink.put(frames)
+    sink.finish()
 
-    t, h, w, _ = frames.shape
-    tmp = path.with_name(f".{path.stem}.{uuid.uuid4().hex[:8]}.tmp{path.suffix}")
-    try:
-        with FFMPEG_VideoWriter(
-            str(tmp),
-            size=(w, h),
-            fps=fps,
-            codec=codec,
-            preset=preset,
-            threads=ENCODE_THREADS,
-            ffmpeg_params=params,
-            pixel_format=pixel_format,
-        ) as writer:
+
+class FrameSink:
+    """One ffmpeg encode fed with frames as they come: a temp file beside ``path``, renamed into place by
+    :meth:`finish`; on any failure (or :meth:`abort`) the temp file is removed and nothing is left at ``path``.
+
+    With ``thread=True`` (default) the frames are written from a thread of its own, so :meth:`put` returns at once
+    and the encode overlaps whatever the caller does next (the next segment rendering on the GPU); ``thread=False``
+    writes inside :meth:`put`. Frames are ``uint8`` ``(T, H, W, 3)`` of one size throughout.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        fps: float,
+        *,
+        codec: str,
+        preset: str,
+        params: list[str],
+        pixel_format: str,
+        thread: bool = True,
+    ) -> None:
+        self.path = Path(path)
+        self.fps = fps
+        self.settings = dict(codec=codec, preset=preset, ffmpeg_params=params, pixel_format=pixel_format)
+        self.tmp = self.path.with_name(f".{self.path.stem}.{uuid.uuid4().hex[:8]}.tmp{self.path.suffix}")
+        self.frames = 0
+        self.seconds = 0.0  # time spent writing frames and finishing the file (the encoder's wall time)
+        self._writer: Any = None
+        self._error: BaseException | None = None
+        self._queue: queue.SimpleQueue | None = queue.SimpleQueue() if thread else None
+        self._thread: threading.Thread | None = None
+        if thread:
+            self._thread = threading.Thread(target=self._drain, name=f"encode-{self.path.name}", daemon=True)
+            self._thread.start()
+
+    def put(self, frames: np.ndarray) -> None:
+        """Queue (or write) frames; raises the encoder's error if it already failed."""
+        if self._error is not None:
+            raise self._error
+        if self._queue is not None:
+            self._queue.put(frames)
+        else:
+            self._write(frames)
+
+    def finish(self) -> Path:
+        """Wait for every frame, close the file and move it into place; raises the encoder's error, if any."""
+        if self._queue is not None:
+            self._queue.put(None)
+            self._thread.join()
+            if self._error is not None:
+                raise self._error
+        else:
+            self._close(ok=True)
+        return self.path
+
+    def abort(self) -> None:
+        """Stop and remove the temp file (nothing is left at ``path``)."""
+        if self._queue is not None:
+            self._queue.put(_ABORT)
+            self._thread.join()
+        else:
+            self._close(ok=False)
+
+    def _drain(self) -> None:
+        ok = False
+        try:
+            while (item := self._queue.get()) is not None and item is not _ABORT:
+                if self._error is None:
+                    self._write(item)
+            ok = item is None and self._error is None
+        except BaseException as err:  # recorded for the caller; keep draining so put() never blocks
+            self._error = err
+            while self._queue.get() not in (None, _ABORT):
+                pass
+        finally:
+            try:
+                self._close(ok)
+            except BaseException as err:
+                self._error = self._error or err
+
+    def _write(self, frames: np.ndarray) -> None:
+        start = time.perf_counter()
+        try:
+            if self._writer is None:
+                from moviepy.video.io.ffmpeg_writer import FFMPEG_VideoWriter
+
+                h, w = frames.shape[1:3]
+                self._writer = FFMPEG_VideoWriter(
+                    str(self.tmp), size=(w, h), fps=self.fps, threads=ENCODE_THREADS, **self.settings
+                )
             for frame in frames:
-                writer.write_frame(frame)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+                self._writer.write_frame(frame)
+            self.frames += len(frames)
+        except BaseException as err:
+            self._error = err
+            self._close(ok=False)
+            raise
+        finally:
+            self.seconds += time.perf_counter() - start
+
+    def _close(self, ok: bool) -> None:
+        start = time.perf_counter()
+        writer, self._writer = self._writer, None
+        try:
+            if writer is not None:
+                writer.close()
+            if ok and self.frames:
+                os.replace(self.tmp, self.path)
+        finally:
+            if self.tmp.exists():
+                self.tmp.unlink()
+            self.seconds += time.perf_counter() - start
+
+
+_ABORT = object()
 
 
 def write_lossless(frames: np.ndarray, fps: float, path: str | Path) -> Path:
@@ -208,7 +314,7 @@ def write_lossless(frames: np.ndarray, fps: float, path: str | Path) -> Path:
     path = Path(path)
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8 or not len(frames):
         raise ValueError(f"expected uint8 frames shaped (T, H, W, 3), got {frames.dtype} {frames.shape}")
-    _encode(frames, fps, path, codec="libx264rgb", preset="ultrafast", params=["-qp", "0"], pixel_format="rgb24")
+    _encode(frames, fps, path, **LOSSLESS_SETTINGS)
     return path
 
 

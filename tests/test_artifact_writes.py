@@ -1,0 +1,106 @@
+"""Fast tier: the artifact store writes files in the background -- clips encoded while they grow, images and clips
+usable at once, the manifest and the plan state naming only files on disk, failures that leave nothing behind."""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from tools.artifacts import ArtifactStore
+from tools.errors import ArtifactWriteError
+from tools.video_io import FrameSink, read_frames
+
+torch.set_num_threads(1)
+
+
+def _frames(n: int, seed: int = 0, h: int = 48, w: int = 64) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (n, h, w, 3), dtype=np.uint8)
+
+
+def _files(run: Path) -> list[str]:
+    return sorted(p.name for p in run.rglob("*") if p.is_file() and p.name != "manifest.json")
+
+
+def test_a_clip_streamed_in_pieces_equals_one_written_whole(tmp_path: Path) -> None:
+    a, b, c = _frames(5, 1), _frames(4, 2), _frames(3, 3)
+    store = ArtifactStore(tmp_path / "run")
+    stream = store.open_video(7)
+    for piece in (a, b, c):
+        stream.append(piece)
+    streamed = stream.close(tool="test", description="streamed")
+    whole = store.add_video(np.concatenate([a, b, c]), 7, tool="test")
+    assert streamed.frames == whole.frames == 12 and (streamed.width, streamed.height) == (64, 48)
+    assert np.array_equal(store.frames(streamed.id), np.concatenate([a, b, c]))  # usable before its files exist
+    store.flush()
+    assert not store.pending
+    assert np.array_equal(read_frames(store.path(streamed.id).with_suffix(".lossless.mkv")), np.concatenate([a, b, c]))
+    assert store.path(streamed.id).read_bytes() == store.path(whole.id).read_bytes()  # same encoder, same bytes
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    assert [(x["id"], len(x["sha256"])) for x in manifest["artifacts"]] == [(streamed.id, 64), (whole.id, 64)]
+    assert not [p for p in (tmp_path / "run").rglob("*.tmp*")]
+
+
+def test_bad_frames_are_refused_at_once_and_an_aborted_clip_leaves_nothing(tmp_path: Path) -> None:
+    store = ArtifactStore(tmp_path / "run")
+    stream = store.open_video(7)
+    stream.append(_frames(3))
+    with pytest.raises(ValueError, match="one size: 64x48 so far, then 32x48"):
+        stream.append(_frames(2, w=32))
+    with pytest.raises(ValueError, match="even sizes"):
+        store.add_video(_frames(2, w=63), 7, tool="test")
+    with pytest.raises(ValueError, match="uint8 frames"):
+        store.add_video(np.zeros((2, 48, 64, 3), np.float32), 7, tool="test")
+    stream.abort()
+    store.flush()
+    assert _files(tmp_path / "run") == [] and store.ids() == []
+    # the aborted clip's id is free again
+    assert store.add_video(_frames(2), 7, tool="test").id == "clip-0001"
+
+
+def test_a_failed_encode_is_reported_once_files_and_state_are_not_written(tmp_path: Path, monkeypatch) -> None:
+    real = FrameSink._write
+
+    def failing(self, frames):  # the lossless encoder fails (a full disk, a broken ffmpeg)
+        if self.path.suffix == ".mkv":
+            raise OSError("No space left on device")
+        return real(self, frames)
+
+    monkeypatch.setattr(FrameSink, "_write", failing)
+    store = ArtifactStore(tmp_path / "run")
+    saved: list[str] = []
+    img = store.add_image(_frames(1)[0], tool="test")
+    clip = store.add_video(_frames(4), 7, tool="test")  # returns: the failure happens in the background
+    store.on_written(lambda: saved.append("state"))
+    with pytest.raises(ArtifactWriteError, match=rf"writing {clip.id} .* failed: No space left on device"):
+        store.flush()
+    assert saved == []  # a plan state naming the clip is never written
+    assert _files(tmp_path / "run") == [f"{img.id}.png"]  # the image is fine; no MP4, no temp files
+    assert [a["id"] for a in json.loads((tmp_path / "run" / "manifest.json").read_text())["artifacts"]] == [img.id]
+    with pytest.raises(ArtifactWriteError):  # and the store refuses more work
+        store.add_image(_frames(1)[0], tool="test")
+
+
+def test_writes_run_beside_the_caller_and_callbacks_follow_them_in_order(tmp_path: Path, monkeypatch) -> None:
+    gate = threading.Event()
+    real = FrameSink._write
+
+    def slow(self, frames):
+        gate.wait(10)
+        return real(self, frames)
+
+    monkeypatch.setattr(FrameSink, "_write", slow)
+    store = ArtifactStore(tmp_path / "run")
+    order: list[str] = []
+    clip = store.add_video(_frames(3), 7, tool="test")
+    store.on_written(lambda: order.append(f"after {clip.id}: {store.path(clip.id).is_file()}"))
+    # the caller goes on while the encoder waits: the clip is known, its pixels usable, its file not there yet
+    assert store.pending == [clip.id] and store.frames(clip.id).shape == (3, 48, 64, 3)
+    assert not (tmp_path / "run" / clip.path).exists() and order == []
+    gate.set()
+    store.flush()
+    assert order == [f"after {clip.id}: True"] and store.pending == []
