@@ -38,7 +38,9 @@ def test_cuda_graph_replay_is_bit_identical_and_recaptures_after_a_move():
         del keep
 
 
-def test_encoder_graphs_replay_clip_text_and_vision_bit_identically():
+def test_encoder_graphs_replay_clip_text_and_vision_like_eager():
+    # Replay runs the captured kernels; under capture cuBLAS may pick another GEMM algorithm than eager does, so the
+    # fp16 outputs agree to fp16 rounding rather than bit for bit (session 7, H100: not bit-identical for CLIP text).
     from tools.model_loader import install_graphs
 
     t2i, i2v = tiny_models.build_text_to_image(), tiny_models.build_image_to_video()
@@ -48,18 +50,19 @@ def test_encoder_graphs_replay_clip_text_and_vision_bit_identically():
     assert install_graphs(i2v, ["encoder_graphs"]) == ["image_encoder"]
     tok = t2i.tokenizer
     size = vision.config.image_size
+    close = dict(rtol=2e-3, atol=2e-3)
     with torch.inference_mode():
         for prompt in ("a fox in snow", "", "a city at night, rain"):  # same shapes: one graph, replayed
             ids = tok([prompt], padding="max_length", max_length=tok.model_max_length, return_tensors="pt")
             ids = ids.input_ids.to("cuda")
             out = text(ids, output_hidden_states=True)
             ref = text.forward.eager(ids, output_hidden_states=True)
-            assert type(out) is type(ref)
+            assert type(out) is type(ref) and len(out.hidden_states) == len(ref.hidden_states)
             for a, b in zip(out.hidden_states, ref.hidden_states, strict=True):
-                assert torch.equal(a, b)
-            assert torch.equal(out.pooler_output, ref.pooler_output)
+                torch.testing.assert_close(a, b, **close)
+            torch.testing.assert_close(out.pooler_output, ref.pooler_output, **close)
             pixels = torch.rand(1, 3, size, size, device="cuda", dtype=torch.float16)
-            assert torch.equal(vision(pixels).image_embeds, vision.forward.eager(pixels).image_embeds)
+            torch.testing.assert_close(vision(pixels).image_embeds, vision.forward.eager(pixels).image_embeds, **close)
     assert text.forward.captures == 1 and text.forward.replays == 3
     assert vision.forward.captures == 1 and vision.forward.replays == 3
 
