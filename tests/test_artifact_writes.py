@@ -4,6 +4,9 @@ usable at once, the manifest and the plan state naming only files on disk, failu
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -11,9 +14,10 @@ import numpy as np
 import pytest
 import torch
 
+from tools import video_io
 from tools.artifacts import ArtifactStore
 from tools.errors import ArtifactWriteError
-from tools.video_io import FrameSink, read_frames
+from tools.video_io import FrameSink, lower_thread_priority, read_frames
 
 torch.set_num_threads(1)
 
@@ -104,3 +108,29 @@ def test_writes_run_beside_the_caller_and_callbacks_follow_them_in_order(tmp_pat
     gate.set()
     store.flush()
     assert order == [f"after {clip.id}: True"] and store.pending == []
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="thread priorities (nice per thread) are Linux's")
+def test_encoders_run_nicer_than_the_thread_that_feeds_the_gpu(tmp_path: Path, monkeypatch) -> None:
+    base = os.getpriority(os.PRIO_PROCESS, 0)
+    seen: dict = {}
+
+    def worker() -> None:
+        seen["changed"] = lower_thread_priority(5)
+        probe = "import os; print(os.getpriority(os.PRIO_PROCESS, 0))"
+        seen["child"] = int(subprocess.check_output([sys.executable, "-c", probe]))
+
+    t = threading.Thread(target=worker)
+    t.start()
+    t.join()
+    assert seen["changed"] and seen["child"] == min(19, base + 5)  # a process started from the thread inherits it
+    assert os.getpriority(os.PRIO_PROCESS, 0) == base  # the caller's thread keeps its own
+    assert not lower_thread_priority(0)
+
+    calls: list[tuple[str, int]] = []
+    monkeypatch.setattr(video_io, "lower_thread_priority", lambda n: calls.append((threading.current_thread().name, n)))
+    sink = FrameSink(tmp_path / "a.mp4", 7, **video_io.MP4_SETTINGS)
+    sink.put(_frames(3))
+    sink.finish()
+    assert calls == [("encode-a.mp4", video_io.ENCODE_NICE)] and video_io.ENCODE_NICE > 0
+    assert read_frames(tmp_path / "a.mp4").shape == (3, 48, 64, 3)

@@ -118,12 +118,59 @@ def test_lean_short_self_attention_matches_the_default_processor():
     x = torch.randn(6, 25, 32)
     with torch.no_grad():
         ref = AttnProcessor2_0()(attn, x)
-        short = LeanAttnProcessor._short(attn, x, x, cross=False)
+        short = LeanAttnProcessor()._attend(attn, x, x, cross=False, short=True)  # q, k, v as one GEMM
+        unfused = LeanAttnProcessor(fuse_qkv=False)._attend(attn, x, x, cross=False, short=True)
+        long_fused = LeanAttnProcessor(fuse_long_qkv=True)._attend(attn, x, x, cross=False, short=False)
         single = LeanAttnProcessor()(attn, x, encoder_hidden_states=x[:, :1])
         single_ref = AttnProcessor2_0()(attn, x, encoder_hidden_states=x[:, :1])
     torch.testing.assert_close(short, ref, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(unfused, ref, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(long_fused, ref, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(single, single_ref, rtol=1e-5, atol=1e-6)
     assert single.shape == (6, 25, 32)
+
+
+def test_fused_qkv_only_for_plain_projections():
+    from diffusers.models.attention_processor import Attention
+
+    from tools.attention import _fused_qkv
+
+    attn = Attention(query_dim=32, heads=4, dim_head=8).eval()
+    x = torch.randn(2, 5, 32)
+    with torch.no_grad():
+        q, k, v = _fused_qkv(attn, x)
+        torch.testing.assert_close(torch.cat([q, k, v], -1), torch.cat([attn.to_q(x), attn.to_k(x), attn.to_v(x)], -1))
+    # a hook may change the weight it runs with (offload, layerwise casting): the stored weight is not to be trusted
+    handle = attn.to_k.register_forward_pre_hook(lambda *_: None)
+    assert _fused_qkv(attn, x) is None
+    handle.remove()
+    assert _fused_qkv(attn, x.double()) is None  # weights in another dtype than the activations
+    assert _fused_qkv(attn, x) is not None
+
+
+def test_gpu_image_prep_wraps_svd_only_and_leaves_the_cpu_path_alone():
+    from PIL import Image
+
+    from tools.model_loader import install_gpu_image_prep
+
+    svd = tiny_models.build_image_to_video()
+    frame = Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 96, 3), dtype=np.uint8))
+    with torch.no_grad():
+        before = svd._encode_image(frame, torch.device("cpu"), 1, True)
+        assert install_gpu_image_prep(svd) and not install_gpu_image_prep(svd)  # installed once
+        after = svd._encode_image(frame, torch.device("cpu"), 1, True)
+    assert torch.equal(before, after)  # off CUDA the pipeline's own path runs
+    assert not install_gpu_image_prep(tiny_models.build_text_to_image())  # no CLIP image input to prepare
+    assert "gpu_image_prep" in profile_from_dict(_profile_with(["gpu_image_prep"])).roles["image_to_video"].speedups
+
+
+def _profile_with(speedups: list[str]) -> dict:
+    return {
+        "name": "t",
+        "width": 96,
+        "height": 64,
+        "roles": {"image_to_video": {"pipeline": "StableVideoDiffusionPipeline", "model": "x", "speedups": speedups}},
+    }
 
 
 def test_tensor_frames_convert_to_the_same_bytes_as_numpy():

@@ -20,6 +20,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from tools import short_attention
+
 SHORT_SEQUENCE = 64  # keys up to this length go to the memory-efficient kernel on CUDA
 
 
@@ -30,10 +32,17 @@ def _default_processor() -> Any:
 
 
 class LeanAttnProcessor:
-    """``AttnProcessor2_0`` with the two shortcuts above; falls back to it for anything else."""
+    """``AttnProcessor2_0`` with the shortcuts above; falls back to it for anything else.
 
-    def __init__(self) -> None:
+    ``short_kernel``: short self-attention through :mod:`tools.short_attention`'s Triton kernel (CUDA with Triton).
+    ``fuse_qkv``: a self-attention's q, k, v projections as one GEMM (short sequences; ``fuse_long_qkv`` for long ones).
+    """
+
+    def __init__(self, short_kernel: bool = True, fuse_qkv: bool = True, fuse_long_qkv: bool = False) -> None:
         self.fallback = _default_processor()
+        self.short_kernel = short_kernel
+        self.fuse_qkv = fuse_qkv
+        self.fuse_long_qkv = fuse_long_qkv
 
     def __call__(
         self,
@@ -56,39 +65,75 @@ class LeanAttnProcessor:
         if not plain:
             return self.fallback(attn, hidden_states, encoder_hidden_states, attention_mask, temb, *args, **kwargs)
         context = hidden_states if encoder_hidden_states is None else encoder_hidden_states
-        if encoder_hidden_states is not None and encoder_hidden_states.shape[1] == 1:
+        cross = encoder_hidden_states is not None
+        short = context.shape[1] <= SHORT_SEQUENCE
+        if cross and encoder_hidden_states.shape[1] == 1:
             if attn.norm_cross:
                 context = attn.norm_encoder_hidden_states(context)
             out = attn.to_out[1](attn.to_out[0](attn.to_v(context)))  # (B, 1, C): each query's output
             out = out.expand(hidden_states.shape[0], hidden_states.shape[1], out.shape[-1])
-        elif context.shape[1] <= SHORT_SEQUENCE and hidden_states.is_cuda:
-            out = self._short(attn, hidden_states, context, encoder_hidden_states is not None)
+        elif hidden_states.is_cuda and (short or (not cross and self.fuse_long_qkv)):
+            out = self._attend(attn, hidden_states, context, cross, short)
         else:
             return self.fallback(attn, hidden_states, encoder_hidden_states, attention_mask, temb, **kwargs)
         if attn.residual_connection:
             out = out + hidden_states
         return out / attn.rescale_output_factor
 
-    @staticmethod
-    def _short(attn: Any, hidden_states: torch.Tensor, context: torch.Tensor, cross: bool) -> torch.Tensor:
+    def _attend(
+        self, attn: Any, hidden_states: torch.Tensor, context: torch.Tensor, cross: bool, short: bool
+    ) -> torch.Tensor:
         batch = hidden_states.shape[0]
-        query = attn.to_q(hidden_states)
-        if cross and attn.norm_cross:
-            context = attn.norm_encoder_hidden_states(context)
-        key, value = attn.to_k(context), attn.to_v(context)
+        fuse = not cross and (self.fuse_qkv if short else self.fuse_long_qkv)
+        fused = _fused_qkv(attn, hidden_states) if fuse else None
+        if fused is not None:
+            query, key, value = fused
+        else:
+            query = attn.to_q(hidden_states)
+            if cross and attn.norm_cross:
+                context = attn.norm_encoder_hidden_states(context)
+            key, value = attn.to_k(context), attn.to_v(context)
         head_dim = key.shape[-1] // attn.heads
         query, key, value = (t.view(batch, -1, attn.heads, head_dim).transpose(1, 2) for t in (query, key, value))
         if attn.norm_q is not None:
             query = attn.norm_q(query)
         if attn.norm_k is not None:
             key = attn.norm_k(key)
-        if head_dim % 8 == 0 and query.dtype in (torch.float16, torch.bfloat16):
+        if short and self.short_kernel and not cross and short_attention.supported(query, key, value):
+            out = short_attention.short_attention(query, key, value)  # already (batch, tokens, heads * dim)
+            return attn.to_out[1](attn.to_out[0](out))
+        if short and head_dim % 8 == 0 and query.dtype in (torch.float16, torch.bfloat16):
             # The aten op picks the memory-efficient kernel explicitly and traces cleanly under torch.compile.
             out = torch.ops.aten._scaled_dot_product_efficient_attention(query, key, value, None, False)[0]
         else:
             out = F.scaled_dot_product_attention(query, key, value)
         out = out.transpose(1, 2).reshape(batch, -1, attn.heads * head_dim).to(query.dtype)
         return attn.to_out[1](attn.to_out[0](out))
+
+
+def _plain_linear(layer: Any, x: torch.Tensor) -> bool:
+    """A bare ``nn.Linear`` whose stored weight is what its forward uses (no hooks: no offload, no layerwise casting)."""
+    return (
+        type(layer) is torch.nn.Linear
+        and not layer._forward_hooks
+        and not layer._forward_pre_hooks
+        and layer.weight.dtype == x.dtype
+        and layer.weight.device == x.device
+    )
+
+
+def _fused_qkv(attn: Any, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+    """q, k, v of a self-attention as one GEMM over ``x`` (read once instead of three times), or None where the three
+    projections are not plain linears of one shape. The concatenated weight is built per call (0.6 MB at SVD's finest
+    level, against 295 MB of activations per projection): nothing extra stays in memory."""
+    layers = (attn.to_q, attn.to_k, attn.to_v)
+    if not all(_plain_linear(layer, x) for layer in layers):
+        return None
+    if len({layer.weight.shape for layer in layers}) != 1 or len({layer.bias is None for layer in layers}) != 1:
+        return None
+    weight = torch.cat([layer.weight for layer in layers])
+    bias = None if attn.to_q.bias is None else torch.cat([layer.bias for layer in layers])
+    return F.linear(x, weight, bias).chunk(3, dim=-1)
 
 
 def install_lean_attention(module: torch.nn.Module) -> int:

@@ -314,6 +314,8 @@ def apply_speedups(pipe: Any, names: list[str] | tuple[str, ...]) -> None:
     GroupNorm reads memory along its order instead of with a stride. Eager, it would only add kernels.
     ``lean_attention``: single-token cross-attention as its value projection, short self-attention on the
     memory-efficient kernel (``tools/attention.py``).
+    ``gpu_image_prep``: SVD's CLIP input (a blur and bicubic resize of the full conditioning frame to 224x224) made on
+    the GPU instead of the CPU (``install_gpu_image_prep``).
     ``batched_cfg``: one transformer call of batch 2 per step instead of a cond and an uncond call of batch 1, for
     pipelines that make two (Wan; ``tools/batched_cfg.py``).
     ``cuda_graphs`` and ``encoder_graphs`` are applied by the loader after placement, to resident pipelines only
@@ -338,6 +340,8 @@ def apply_speedups(pipe: Any, names: list[str] | tuple[str, ...]) -> None:
         install_lean_attention(den)
     if "cudnn_attention" in names and den is not None:
         _prefer_cudnn_attention(den)
+    if "gpu_image_prep" in names and not install_gpu_image_prep(pipe):
+        logger.info("gpu_image_prep not applied to %s: it has no CLIP image preparation", type(pipe).__name__)
     if "batched_cfg" in names:
         from tools.batched_cfg import install_batched_cfg
 
@@ -357,6 +361,41 @@ def apply_speedups(pipe: Any, names: list[str] | tuple[str, ...]) -> None:
         compile_regions(den)
     if "vae_compile" in names and vae is not None and hasattr(vae, "decoder"):
         vae.decoder.compile(dynamic=False)
+
+
+def install_gpu_image_prep(pipe: Any) -> bool:
+    """Make Stable Video Diffusion's CLIP image input on the GPU: the ``gpu_image_prep`` speedup.
+
+    For a PIL conditioning frame, diffusers blurs and resizes the full frame (1024x576) to 224x224 on the CPU before
+    the CLIP image encoder: 80 ms per segment on the H100 host (its cores busy encoding the previous clip), with the
+    GPU idle (bench/SPEED_NOTES.md). Here the same diffusers function runs on the execution device, in fp32 with TF32
+    off (the blur is a convolution), and the 224x224 result goes on through the pipeline's own ``_encode_image``
+    (which takes a prepared tensor as is). Other devices, and tensor inputs, take the original path. Returns whether
+    the pipeline has this preparation (False: left unchanged).
+    """
+    original = getattr(pipe, "_encode_image", None)
+    processor = getattr(pipe, "video_processor", None)
+    if original is None or processor is None or getattr(original, "gpu_image_prep", False):
+        return False
+    try:
+        from diffusers.pipelines.stable_video_diffusion.pipeline_stable_video_diffusion import (
+            _resize_with_antialiasing,
+        )
+    except ImportError:  # a diffusers without the helper: keep the pipeline's own path
+        return False
+
+    def _encode_image(image: Any, device: Any, *args: Any, **kwargs: Any) -> Any:
+        if not isinstance(image, torch.Tensor) and torch.device(device).type == "cuda":
+            x = processor.numpy_to_pt(processor.pil_to_numpy(image)).to(device)
+            cudnn = torch.backends.cudnn
+            with cudnn.flags(cudnn.enabled, cudnn.benchmark, deterministic=cudnn.deterministic, allow_tf32=False):
+                x = _resize_with_antialiasing(x * 2.0 - 1.0, (224, 224))
+            image = ((x + 1.0) / 2.0).cpu()  # the CLIP processor normalises on the host, as on the original path
+        return original(image, device, *args, **kwargs)
+
+    _encode_image.gpu_image_prep = True
+    pipe._encode_image = _encode_image
+    return True
 
 
 def to_channels_last(module: torch.nn.Module) -> None:

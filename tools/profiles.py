@@ -37,6 +37,7 @@ SPEEDUPS = (
     "cuda_graphs",
     "encoder_graphs",
     "fused_qkv",
+    "gpu_image_prep",
     "lean_attention",
     "vae_compile",
 )

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import os
 import queue
+import sys
 import threading
 import time
 import uuid
@@ -32,6 +33,9 @@ logger = logging.getLogger(__name__)
 MIN_SIDE = 16
 # libx264 threads: 0 lets ffmpeg use every core (x264's output does not depend on scheduling).
 ENCODE_THREADS = int(os.environ.get("OPENMORA_ENCODE_THREADS", "0"))
+# Background encoders run this much nicer than the rest of the process: every core encoding the last clip must not
+# starve the host work that feeds the GPU next (on the H100 host the next segment's preparation took 2-4x longer).
+ENCODE_NICE = int(os.environ.get("OPENMORA_ENCODE_NICE", "10"))
 MAX_SIDE = 8192
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 
@@ -253,6 +257,7 @@ class FrameSink:
             self._close(ok=False)
 
     def _drain(self) -> None:
+        lower_thread_priority(ENCODE_NICE)  # the ffmpeg started from this thread inherits it
         ok = False
         try:
             while (item := self._queue.get()) is not None and item is not _ABORT:
@@ -304,6 +309,19 @@ class FrameSink:
 
 
 _ABORT = object()
+
+
+def lower_thread_priority(nice: int) -> bool:
+    """Raise the calling thread's nice value by ``nice`` (Linux keeps it per thread; processes started from the
+    thread inherit it). Returns whether it changed; elsewhere, or with ``nice <= 0``, nothing happens."""
+    if nice <= 0 or not sys.platform.startswith("linux"):
+        return False
+    try:
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + nice))
+    except OSError:  # a sandbox without the call: encode at normal priority
+        return False
+    return True
 
 
 def write_lossless(frames: np.ndarray, fps: float, path: str | Path) -> Path:

@@ -1,6 +1,8 @@
 """Slow tier (CUDA): CUDA-graph replay is bit-identical to eager and re-captures after the weights move (denoisers,
 and the CLIP text and image encoders with transformers' output types); the lean
-attention's memory-efficient path matches diffusers' default processor in fp16; the compiled per-channel GroupNorm
+attention's memory-efficient path matches diffusers' default processor in fp16, its Triton kernel for short sequences
+is as close to fp32 attention as torch's kernel (eager and compiled); the GPU-side CLIP input preparation gives the
+CPU path's embedding; the compiled per-channel GroupNorm
 (cl_group_norm) stays as close to fp32 as torch's own on channels-last fp16 activations."""
 
 from __future__ import annotations
@@ -78,6 +80,49 @@ def test_lean_short_attention_on_cuda_matches_default():
         lean = LeanAttnProcessor()(attn, x)
     err = ((lean.float() - ref.float()).norm() / ref.float().norm()).item()
     assert err < 2e-3, err
+
+
+@pytest.mark.parametrize("sequences,heads,tokens", [(2 * 9216, 5, 25), (2 * 576, 20, 25), (64, 2, 7), (64, 2, 64)])
+def test_short_attention_kernel_matches_fp32_attention_eager_and_compiled(sequences, heads, tokens):
+    from tools import short_attention
+
+    if short_attention.triton is None:
+        pytest.skip("this torch build has no Triton: the lean processor uses torch's memory-efficient kernel instead")
+    g = torch.Generator("cuda").manual_seed(0)
+    width = heads * 64
+    qkv = torch.randn(sequences, tokens, 3 * width, device="cuda", dtype=torch.float16, generator=g)
+    q, k, v = (t.view(sequences, tokens, heads, 64).transpose(1, 2) for t in qkv.chunk(3, -1))  # strided, as fused
+    ref = torch.nn.functional.scaled_dot_product_attention(q.float(), k.float(), v.float())
+    ref = ref.transpose(1, 2).reshape(sequences, tokens, width)
+    efficient = torch.ops.aten._scaled_dot_product_efficient_attention(q, k, v, None, False)[0]
+    efficient = efficient.transpose(1, 2).reshape(sequences, tokens, width)
+    assert short_attention.supported(q, k, v)
+    out = short_attention.short_attention(q, k, v)
+    compiled = torch.compile(short_attention.short_attention, fullgraph=True)(q, k, v)
+
+    def err(x):
+        return ((x.float() - ref).norm() / ref.norm()).item()
+
+    assert out.shape == (sequences, tokens, width) and out.is_contiguous()
+    assert err(out) <= 1.2 * err(efficient) + 1e-5, (err(out), err(efficient))  # fp16 rounding, as torch's kernel
+    assert torch.equal(compiled, out)
+    assert not short_attention.supported(q.float(), k.float(), v.float())
+    with pytest.raises(ValueError, match="tokens <= 64"):
+        long = torch.zeros(1, 1, 65, 64, device="cuda", dtype=torch.float16)
+        short_attention.short_attention(long, long, long)
+
+
+def test_gpu_image_prep_gives_the_cpu_path_embedding():
+    from tools.model_loader import install_gpu_image_prep
+
+    svd = tiny_models.build_image_to_video().to("cuda")
+    yy, xx = torch.meshgrid(torch.arange(576), torch.arange(1024), indexing="ij")
+    frame = Image.fromarray(torch.stack([xx * 7 % 256, yy % 256, (xx + yy) * 13 % 256], -1).to(torch.uint8).numpy())
+    with torch.no_grad():
+        cpu_path = svd._encode_image(frame, torch.device("cuda"), 1, True)
+        assert install_gpu_image_prep(svd)
+        gpu_path = svd._encode_image(frame, torch.device("cuda"), 1, True)
+    torch.testing.assert_close(gpu_path, cpu_path, rtol=1e-4, atol=1e-5)
 
 
 def test_cuda_graphs_keep_inference_mode_and_no_grad_apart_and_release():
