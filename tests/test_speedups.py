@@ -173,6 +173,23 @@ def _profile_with(speedups: list[str]) -> dict:
     }
 
 
+def test_streamed_decode_hands_over_the_pipeline_frames_chunk_by_chunk():
+    from PIL import Image
+
+    from tools.image_to_video import decode_streamed
+
+    pipe = tiny_models.build_image_to_video()
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 96, 3), dtype=np.uint8))
+    kw = dict(image=image, height=64, width=96, num_frames=8, num_inference_steps=2, decode_chunk_size=3)
+    got: list[tuple[int, int]] = []
+    with torch.inference_mode():
+        whole = to_uint8_frames(pipe(**kw, generator=torch.Generator().manual_seed(0), output_type="pt").frames)[0]
+        latents = pipe(**kw, generator=torch.Generator().manual_seed(0), output_type="latent").frames
+        frames = decode_streamed(pipe, latents, 3, lambda f, i: got.append((i, len(f))))
+    assert got == [(0, 3), (3, 3), (6, 2)]  # the pipeline's own chunks, in order
+    assert frames.shape == (8, 64, 96, 3) and np.array_equal(frames, whole)  # bit for bit
+
+
 def test_tensor_frames_convert_to_the_same_bytes_as_numpy():
     g = torch.Generator().manual_seed(1)
     video = torch.rand(1, 5, 3, 6, 10, generator=g) * 1.2 - 0.1  # (B, F, C, H, W), some values out of [0, 1]

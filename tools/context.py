@@ -15,7 +15,8 @@ import inspect
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -83,14 +84,38 @@ def to_uint8_frames(frames: Any) -> np.ndarray:
     the same clip-scale-round as the NumPy path, so the same bytes, without copying float32 frames to the host.
     """
     if isinstance(frames, torch.Tensor):
-        arr = (frames.float().clamp(0.0, 1.0) * 255.0).round().to(torch.uint8)
-        return arr.movedim(-3, -1).contiguous().cpu().numpy()
+        return uint8_channels_last(frames).cpu().numpy()
     if isinstance(frames, list) and frames and not isinstance(frames[0], np.ndarray | float | int):
         frames = np.stack([np.asarray(f) for f in frames])
     arr = np.asarray(frames)
     if arr.dtype != np.uint8:
         arr = (np.clip(arr, 0.0, 1.0) * 255.0).round().astype(np.uint8)
     return arr
+
+
+def uint8_channels_last(frames: torch.Tensor) -> torch.Tensor:
+    """``(..., C, H, W)`` floats in [0, 1] -> ``uint8`` ``(..., H, W, C)``, on the tensor's device."""
+    return (frames.float().clamp(0.0, 1.0) * 255.0).round().to(torch.uint8).movedim(-3, -1).contiguous()
+
+
+class HostCopy:
+    """A device tensor's copy on its way to the host: on CUDA into page-locked memory without waiting (the GPU's next
+    work is queued while it copies); :meth:`numpy` waits for it. Elsewhere the copy is made at once."""
+
+    def __init__(self, tensor: torch.Tensor) -> None:
+        self.event = None
+        if tensor.is_cuda:
+            self.host = torch.empty(tensor.shape, dtype=tensor.dtype, pin_memory=True)
+            self.host.copy_(tensor, non_blocking=True)
+            self.event = torch.cuda.Event()
+            self.event.record()
+        else:
+            self.host = tensor.cpu()
+
+    def numpy(self) -> np.ndarray:
+        if self.event is not None:
+            self.event.synchronize()
+        return self.host.numpy()
 
 
 def call_pipeline(ctx: ToolContext, role: str, pipe: Any, label: str, **kwargs: Any) -> Any:
@@ -115,13 +140,23 @@ def call_pipeline(ctx: ToolContext, role: str, pipe: Any, label: str, **kwargs: 
         kwargs["callback_on_step_end"] = on_step
     ctx.emit({"type": "progress", "stage": label, "role": role, "step": 0, "total": total})
     start = time.perf_counter()
-    with torch.inference_mode():
+    with generating(ctx):
         out = pipe(**kwargs)
-    seconds = time.perf_counter() - start
-    with _TIMINGS_LOCK:  # stories render stages in two threads
-        ctx.timings["generate"] = ctx.timings.get("generate", 0.0) + seconds
-    logger.debug("%s (%s) took %.2fs", label, role, seconds)
+    logger.debug("%s (%s) took %.2fs", label, role, time.perf_counter() - start)
     return out
+
+
+@contextmanager
+def generating(ctx: ToolContext) -> Iterator[None]:
+    """Model work: in inference mode, its time added to ``ctx.timings['generate']``."""
+    start = time.perf_counter()
+    try:
+        with torch.inference_mode():
+            yield
+    finally:
+        seconds = time.perf_counter() - start
+        with _TIMINGS_LOCK:  # stories render stages in two threads
+            ctx.timings["generate"] = ctx.timings.get("generate", 0.0) + seconds
 
 
 def generator(seed: int) -> torch.Generator:

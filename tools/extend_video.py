@@ -3,12 +3,24 @@
 from __future__ import annotations
 
 import time
+from functools import partial
 
+import numpy as np
+
+from tools.artifacts import ClipStream
 from tools.context import ToolContext, ToolResult
 from tools.errors import ToolArgumentError
 from tools.image_to_video import render_segment
 
 MAX_SEGMENTS = 12
+
+
+def _append_new(stream: ClipStream, frames: np.ndarray, first_index: int) -> None:
+    """Append a segment's frames to the clip, without the segment's frame 0 (its conditioning frame, redrawn)."""
+    if first_index == 0:
+        frames = frames[1:]
+    if len(frames):
+        stream.append(frames)
 
 
 def extend_video(
@@ -39,12 +51,11 @@ def extend_video(
         last = ctx.store.frames(source.id)
         stream.append(last)
         for i in range(segments):
-            # Chain on the exact last frame array (lossless), not on a decode of the lossy MP4.
-            frames, seg_notes = render_segment(ctx, last[-1], prompt, seed + i)
+            # Chain on the exact last frame array (lossless), not on a decode of the lossy MP4. The segment's frames
+            # go to the encoders as they are decoded; the first re-draws the conditioning frame: dropped, so no frame
+            # is shown twice.
+            frames, seg_notes = render_segment(ctx, last[-1], prompt, seed + i, partial(_append_new, stream))
             notes += [n for n in seg_notes if n not in notes]
-            # The first generated frame re-draws the conditioning frame: drop it so no frame is shown twice.
-            if len(frames) > 1:
-                stream.append(frames[1:])
             last = frames
     except BaseException:
         stream.abort()
