@@ -190,6 +190,40 @@ def test_streamed_decode_hands_over_the_pipeline_frames_chunk_by_chunk():
     assert frames.shape == (8, 64, 96, 3) and np.array_equal(frames, whole)  # bit for bit
 
 
+def test_no_step_sync_asks_the_gpu_once_per_call_and_keeps_the_frames(monkeypatch):
+    from diffusers import StableVideoDiffusionPipeline
+    from PIL import Image
+
+    from tools.model_loader import install_no_step_sync
+
+    pipe = tiny_models.build_image_to_video()
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 96, 3), dtype=np.uint8))
+    kw = dict(image=image, height=64, width=96, num_frames=4, num_inference_steps=3, output_type="pt")
+    reads = {"n": 0}
+    real_max = torch.Tensor.max
+
+    def counting_max(self, *a, **k):
+        reads["n"] += 1
+        return real_max(self, *a, **k)
+
+    monkeypatch.setattr(torch.Tensor, "max", counting_max)
+
+    def run() -> tuple[torch.Tensor, int]:
+        reads["n"] = 0
+        with torch.inference_mode():
+            frames = pipe(**kw, generator=torch.Generator().manual_seed(0)).frames
+        return frames, reads["n"]
+
+    before, reads_before = run()
+    assert install_no_step_sync(pipe) and not install_no_step_sync(pipe)
+    after, reads_after = run()
+    again, reads_again = run()  # a second call asks again (a new guidance tensor), once
+    assert torch.equal(before, after) and torch.equal(after, again)
+    assert reads_before - reads_after == 2 * 3 - 1 and reads_again == reads_after  # two per step -> one per call
+    assert isinstance(pipe, StableVideoDiffusionPipeline) and type(pipe).__name__ == "StableVideoDiffusionPipeline"
+    assert not install_no_step_sync(tiny_models.build_text_to_image())
+
+
 def test_tensor_frames_convert_to_the_same_bytes_as_numpy():
     g = torch.Generator().manual_seed(1)
     video = torch.rand(1, 5, 3, 6, 10, generator=g) * 1.2 - 0.1  # (B, F, C, H, W), some values out of [0, 1]

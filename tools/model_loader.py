@@ -316,6 +316,9 @@ def apply_speedups(pipe: Any, names: list[str] | tuple[str, ...]) -> None:
     memory-efficient kernel (``tools/attention.py``).
     ``gpu_image_prep``: SVD's CLIP input (a blur and bicubic resize of the full conditioning frame to 224x224) made on
     the GPU instead of the CPU (``install_gpu_image_prep``).
+    ``no_step_sync``: Stable Video Diffusion's loop asks twice per step whether to batch CFG, reading its per-frame
+    guidance tensor on the GPU: the host waits for the GPU at every step. Answered once per call instead
+    (``install_no_step_sync``).
     ``batched_cfg``: one transformer call of batch 2 per step instead of a cond and an uncond call of batch 1, for
     pipelines that make two (Wan; ``tools/batched_cfg.py``).
     ``cuda_graphs`` and ``encoder_graphs`` are applied by the loader after placement, to resident pipelines only
@@ -342,6 +345,8 @@ def apply_speedups(pipe: Any, names: list[str] | tuple[str, ...]) -> None:
         _prefer_cudnn_attention(den)
     if "gpu_image_prep" in names and not install_gpu_image_prep(pipe):
         logger.info("gpu_image_prep not applied to %s: it has no CLIP image preparation", type(pipe).__name__)
+    if "no_step_sync" in names and not install_no_step_sync(pipe):
+        logger.info("no_step_sync not applied to %s: not a Stable Video Diffusion pipeline", type(pipe).__name__)
     if "batched_cfg" in names:
         from tools.batched_cfg import install_batched_cfg
 
@@ -395,6 +400,45 @@ def install_gpu_image_prep(pipe: Any) -> bool:
 
     _encode_image.gpu_image_prep = True
     pipe._encode_image = _encode_image
+    return True
+
+
+_NO_SYNC_CLASSES: dict[type, type] = {}
+
+
+def _cfg_once_per_call(self: Any) -> bool:
+    """``do_classifier_free_guidance`` evaluated once per guidance tensor (one per pipeline call), not per step."""
+    scale = self.guidance_scale
+    if not isinstance(scale, torch.Tensor):
+        return scale > 1
+    cached = self.__dict__.get("_openmora_cfg")
+    if cached is None or cached[0] is not scale:  # the tensor is held here, so a new call's is another object
+        cached = (scale, bool(scale.max() > 1))
+        self.__dict__["_openmora_cfg"] = cached
+    return cached[1]
+
+
+def install_no_step_sync(pipe: Any) -> bool:
+    """Stop Stable Video Diffusion's denoising loop from waiting for the GPU at every step: the ``no_step_sync`` speedup.
+
+    Its ``do_classifier_free_guidance`` property reads the per-frame guidance tensor on the device (``max() > 1``),
+    twice per step, so the host waits for the previous UNet pass before it queues the next one, and the GPU then
+    idles while the host launches the step's small kernels (~2.7 ms per step on the H100 host, 0.2 s per
+    text-to-video: bench/SPEED_NOTES.md). The pipeline gets a subclass (same name) whose property answers once per
+    call. The same operations run: the frames are the same. Returns False for other pipelines (left unchanged).
+    """
+    try:
+        from diffusers import StableVideoDiffusionPipeline
+    except ImportError:  # pragma: no cover - diffusers is a requirement
+        return False
+    cls = type(pipe)
+    if not isinstance(pipe, StableVideoDiffusionPipeline) or cls in _NO_SYNC_CLASSES.values():
+        return False
+    if cls not in _NO_SYNC_CLASSES:
+        body = {"do_classifier_free_guidance": property(_cfg_once_per_call), "__module__": cls.__module__}
+        _NO_SYNC_CLASSES[cls] = type(cls.__name__, (cls,), body)
+        _NO_SYNC_CLASSES[cls].__qualname__ = cls.__qualname__
+    pipe.__class__ = _NO_SYNC_CLASSES[cls]
     return True
 
 

@@ -39,6 +39,7 @@ SPEEDUPS = (
     "fused_qkv",
     "gpu_image_prep",
     "lean_attention",
+    "no_step_sync",
     "vae_compile",
 )
 
