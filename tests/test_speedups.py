@@ -190,6 +190,16 @@ def test_streamed_decode_hands_over_the_pipeline_frames_chunk_by_chunk():
     assert frames.shape == (8, 64, 96, 3) and np.array_equal(frames, whole)  # bit for bit
 
 
+def test_only_resident_svd_pipelines_decode_chunk_by_chunk():
+    from tools.image_to_video import _decodes_in_chunks
+
+    svd = tiny_models.build_image_to_video()
+    assert _decodes_in_chunks(svd)
+    svd.vae._hf_hook = object()  # accelerate's model offload: the pipeline decodes itself, as before
+    assert not _decodes_in_chunks(svd)
+    assert not _decodes_in_chunks(tiny_models.build_text_to_image())
+
+
 def test_no_step_sync_asks_the_gpu_once_per_call_and_keeps_the_frames(monkeypatch):
     from diffusers import StableVideoDiffusionPipeline
     from PIL import Image
