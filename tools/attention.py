@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 from tools import short_attention
 
-SHORT_SEQUENCE = 64  # keys up to this length go to the memory-efficient kernel on CUDA
+SHORT_SEQUENCE = short_attention.MAX_TOKENS  # keys up to this length: the Triton kernel (or memory-efficient) on CUDA
 
 
 def _default_processor() -> Any:

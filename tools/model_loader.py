@@ -372,8 +372,7 @@ def install_gpu_image_prep(pipe: Any) -> bool:
     """Make Stable Video Diffusion's CLIP image input on the GPU: the ``gpu_image_prep`` speedup.
 
     For a PIL conditioning frame, diffusers blurs and resizes the full frame (1024x576) to 224x224 on the CPU before
-    the CLIP image encoder: 80 ms per segment on the H100 host (its cores busy encoding the previous clip), with the
-    GPU idle (bench/SPEED_NOTES.md). Here the same diffusers function runs on the execution device, in fp32 with TF32
+    the CLIP image encoder: 80 ms per segment on the H100 host, with the GPU idle (bench/SPEED_NOTES.md row 31). Here the same diffusers function runs on the execution device, in fp32 with TF32
     off (the blur is a convolution), and the 224x224 result goes on through the pipeline's own ``_encode_image``
     (which takes a prepared tensor as is). Other devices, and tensor inputs, take the original path. Returns whether
     the pipeline has this preparation (False: left unchanged).

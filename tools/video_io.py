@@ -33,8 +33,8 @@ logger = logging.getLogger(__name__)
 MIN_SIDE = 16
 # libx264 threads: 0 lets ffmpeg use every core (x264's output does not depend on scheduling).
 ENCODE_THREADS = int(os.environ.get("OPENMORA_ENCODE_THREADS", "0"))
-# Background encoders run this much nicer than the rest of the process: every core encoding the last clip must not
-# starve the host work that feeds the GPU next (on the H100 host the next segment's preparation took 2-4x longer).
+# Background encoders run this much nicer than the rest of the process, so that x264 on every core cannot starve the
+# host work that feeds the GPU next (a guard: on the H100 host it measured no change, bench/SPEED_NOTES.md row 33).
 ENCODE_NICE = int(os.environ.get("OPENMORA_ENCODE_NICE", "10"))
 MAX_SIDE = 8192
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
