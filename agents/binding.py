@@ -2,7 +2,7 @@
 
 The bound tool runs the diffusers work in a thread (so the event loop keeps streaming), records the call in the
 transcript, tells the plan what was produced, and returns one line of text with the new artifact ids -- never
-pixels. Errors caused by the caller's arguments (:class:`~tools.errors.OpenMoraError`) become the tool's error
+pixels. Errors caused by the caller's arguments (:class:`~openmora.errors.OpenMoraError`) become the tool's error
 message, which the planner sees; any other exception is a bug of ours and stops the run.
 """
 
@@ -17,8 +17,8 @@ from typing import Any
 
 from autogen_core.tools import FunctionTool
 
-from tools.context import ToolContext, ToolResult
-from tools.errors import OpenMoraError
+from openmora.errors import OpenMoraError
+from openmora.tools.context import ToolContext, ToolResult
 
 
 class ToolObserver(typing.Protocol):

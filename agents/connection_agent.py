@@ -7,7 +7,7 @@ from typing import Any
 
 from autogen_agentchat.agents import AssistantAgent
 
-from tools.connect_clips import connect_clips
+from openmora.tools.connect_clips import connect_clips
 
 NAME = "connection_agent"
 DESCRIPTION = "Joins two clips with a generated transition from the first's last frame to the second's first (tool: connect_clips)."

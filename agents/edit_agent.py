@@ -7,7 +7,7 @@ from typing import Any
 
 from autogen_agentchat.agents import AssistantAgent
 
-from tools.edit_image import edit_image
+from openmora.tools.edit_image import edit_image
 
 NAME = "edit_agent"
 DESCRIPTION = "Edits an existing image by an instruction, keeping its layout (tool: edit_image)."

@@ -7,7 +7,7 @@ from typing import Any
 
 from autogen_agentchat.agents import AssistantAgent
 
-from tools.text_to_image import text_to_image
+from openmora.tools.text_to_image import text_to_image
 
 NAME = "image_agent"
 DESCRIPTION = "Makes a still image from a text prompt (tool: text_to_image)."

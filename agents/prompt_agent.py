@@ -6,7 +6,7 @@ from typing import Any
 
 from autogen_agentchat.agents import AssistantAgent
 
-from tools.enhance_prompt import DIGITAL_WORLD_STYLE
+from openmora.tools.enhance_prompt import DIGITAL_WORLD_STYLE
 
 NAME = "prompt_agent"
 DESCRIPTION = "Writes the detailed visual prompt for the images and video from the user's request (no tools)."
@@ -29,7 +29,7 @@ def build_prompt_agent(model_client: Any, task: str, image_note: str = "") -> As
     """Build the prompt agent for one run.
 
     Example:
-        >>> from group_chat.llm_backends import replay_client
+        >>> from openmora.llm.clients import replay_client
         >>> build_prompt_agent(replay_client(["a fox"]), "text-to-video").name
         'prompt_agent'
     """

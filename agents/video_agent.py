@@ -7,8 +7,8 @@ from typing import Any
 
 from autogen_agentchat.agents import AssistantAgent
 
-from tools.extend_video import extend_video
-from tools.image_to_video import image_to_video
+from openmora.tools.extend_video import extend_video
+from openmora.tools.image_to_video import image_to_video
 
 NAME = "video_agent"
 DESCRIPTION = (

@@ -131,7 +131,7 @@ def sdpa_backends(dev: str, dt: torch.dtype) -> list[dict]:
 
 
 def _channels_last(module: torch.nn.Module, on: bool) -> None:
-    from tools.model_loader import to_channels_last
+    from openmora.loader import to_channels_last
 
     if on:
         to_channels_last(module)
@@ -151,14 +151,14 @@ def svd_unet_inputs(unet: Any, h: int, w: int, f: int, dev: str, dt: torch.dtype
 
 
 def run_ablation(args: Any, elapsed: Callable[[], float]) -> dict:
-    from tools.full_size import FULL_SIZE_MODELS, build_component
-    from tools.model_loader import _prefer_cudnn_attention, compile_regions
+    from bench.full_size import FULL_SIZE_MODELS, build_component
+    from openmora.loader import _prefer_cudnn_attention, compile_regions
 
     res: dict[str, Any] = {}
     dev = "cuda" if torch.cuda.is_available() else "cpu"
     spec = FULL_SIZE_MODELS["stabilityai/stable-video-diffusion-img2vid-xt"]
     if args.tiny:
-        from tools.tiny_models import build_image_to_video
+        from openmora.tiny_models import build_image_to_video
 
         pipe = build_image_to_video()
         unet, vae = pipe.unet, pipe.vae
@@ -244,7 +244,7 @@ def run_ablation(args: Any, elapsed: Callable[[], float]) -> dict:
 
     # Compiled: regional compile with inductor's defaults, then with GroupNorm statistics per channel first (kept for
     # the next row), then with inductor's conv/GEMM tuning flags, then a CUDA graph.
-    from tools.group_norm import install_cl_group_norm
+    from openmora.speedups.group_norm import install_cl_group_norm
 
     compile_variants: list[tuple[str, dict, Callable[[], Any] | None]] = [
         ("regional compile", {}, None),
@@ -367,7 +367,7 @@ def vae_rows(vae: Any, f: int, h: int, w: int, dev: str, dt: Any, g: Any, args: 
             elif name == "+channels_last":
                 _channels_last(vae, True)
             elif name == "+cl_group_norm":
-                from tools.group_norm import install_cl_group_norm
+                from openmora.speedups.group_norm import install_cl_group_norm
 
                 torch._dynamo.reset()
                 install_cl_group_norm(vae.decoder)
@@ -398,12 +398,12 @@ def vae_rows(vae: Any, f: int, h: int, w: int, dev: str, dt: Any, g: Any, args: 
 
 def run_vae(args: Any, elapsed: Callable[[], float]) -> list:
     """The VAE rows of the ablation alone (a full-size SVD temporal decoder, random weights)."""
-    from tools.full_size import FULL_SIZE_MODELS, build_component
+    from bench.full_size import FULL_SIZE_MODELS, build_component
 
     dev = "cuda" if torch.cuda.is_available() else "cpu"
     g = torch.Generator("cpu").manual_seed(0)
     if args.tiny:
-        from tools.tiny_models import build_image_to_video
+        from openmora.tiny_models import build_image_to_video
 
         vae, (f, h, w), dt = build_image_to_video().vae, (4, 8, 12), torch.float32
     else:
@@ -555,14 +555,14 @@ def conv_kernel_times(fn: Callable[[], Any]) -> dict:
 
 def run_convs(args: Any, elapsed: Callable[[], float]) -> dict:
     """Convolutions of SVD's UNet at Mora's shapes: each alone per layout, then one block compiled per variant."""
-    from tools.attention import install_lean_attention
-    from tools.full_size import FULL_SIZE_MODELS, build_component
-    from tools.model_loader import _prefer_cudnn_attention
+    from bench.full_size import FULL_SIZE_MODELS, build_component
+    from openmora.loader import _prefer_cudnn_attention
+    from openmora.speedups.attention import install_lean_attention
 
     res: dict[str, Any] = {}
     dev = "cuda" if torch.cuda.is_available() else "cpu"
     if args.tiny:
-        from tools.tiny_models import build_image_to_video
+        from openmora.tiny_models import build_image_to_video
 
         unet, (h, w, f), dt = build_image_to_video().unet, (8, 12, 4), torch.float32
     else:
@@ -675,18 +675,18 @@ def run_wan_cfg(args: Any, elapsed: Callable[[], float]) -> dict:
     """
     from PIL import Image
 
-    from tools.batched_cfg import install_batched_cfg
-    from tools.memory_manager import apply_group_offload
-    from tools.profiles import load_profile
+    from openmora.memory import apply_group_offload
+    from openmora.profiles import load_profile
+    from openmora.speedups.batched_cfg import install_batched_cfg
 
     dev = "cuda" if torch.cuda.is_available() else "cpu"
     role = load_profile("tiny" if args.tiny else "mora").roles["connect_frames"]
     if args.tiny:
-        from tools.tiny_models import build_connect_frames
+        from openmora.tiny_models import build_connect_frames
 
         pipe, (w, h), dt = build_connect_frames(), (96, 64), torch.float32
     else:
-        from tools.full_size import build_pipeline
+        from bench.full_size import build_pipeline
 
         hub_id = "Wan-AI/Wan2.1-FLF2V-14B-720P-diffusers"
         pipe, (w, h), dt = build_pipeline(hub_id, torch.bfloat16, dev), (1024, 576), torch.bfloat16
@@ -787,7 +787,7 @@ def run_wan_cfg(args: Any, elapsed: Callable[[], float]) -> dict:
 def _wan_compiled_run(pipe: Any, latents: Callable[[int], tuple], steps: int, res: dict) -> torch.Tensor:
     """The separate calls with the transformer's blocks compiled as the ``compile`` speedup does (one graph shared by
     the 40 blocks); the blocks run eager again afterwards, so the fp32 reference and the offloaded runs are eager."""
-    from tools.model_loader import compile_regions
+    from openmora.loader import compile_regions
 
     compile_regions(pipe.transformer)
     start = time.perf_counter()

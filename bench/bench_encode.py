@@ -16,14 +16,13 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+from moviepy.video.io.ffmpeg_writer import FFMPEG_VideoWriter
+
+from openmora.artifacts import write_clip_files
+from openmora.video_io import read_frames, write_lossless, write_video
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-import numpy as np  # noqa: E402
-from moviepy.video.io.ffmpeg_writer import FFMPEG_VideoWriter  # noqa: E402
-
-from tools.artifacts import write_clip_files  # noqa: E402
-from tools.video_io import read_frames, write_lossless, write_video  # noqa: E402
 
 
 def clip(frames: int, h: int = 576, w: int = 1024) -> np.ndarray:

@@ -22,15 +22,14 @@ import sys
 import time
 from pathlib import Path
 
+from autogen_core.models import SystemMessage, UserMessage
+
+from openmora.agents import connection_agent, edit_agent, image_agent, prompt_agent, video_agent
+from openmora.group_chat.plan_state import PlanState
+from openmora.group_chat.session import PROMPT_MAX_TOKENS
+from openmora.llm.local import LocalLlamaClient
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from autogen_core.models import SystemMessage, UserMessage  # noqa: E402
-
-from agents import connection_agent, edit_agent, image_agent, prompt_agent, video_agent  # noqa: E402
-from group_chat.local_llm import LocalLlamaClient  # noqa: E402
-from group_chat.plan_state import PlanState  # noqa: E402
-from group_chat.session import PROMPT_MAX_TOKENS  # noqa: E402
 
 AGENTS = {m.NAME: m.DESCRIPTION for m in (prompt_agent, image_agent, edit_agent, video_agent, connection_agent)}
 PROMPTS = {

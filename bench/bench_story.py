@@ -16,11 +16,10 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-os.environ.setdefault("OPENMORA_TORCH_THREADS", "1")
+import numpy as np
 
-import numpy as np  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
+os.environ.setdefault("OPENMORA_TORCH_THREADS", "1")
 
 SHOTS = [
     "a fox wakes in its den",
@@ -39,8 +38,8 @@ def main() -> int:
     parser.add_argument("--segments", type=int, default=2)
     parser.add_argument("--repeat", type=int, default=2)
     args = parser.parse_args()
-    from orchestrator import Orchestrator
-    from tools.artifacts import ArtifactStore
+    from openmora import Orchestrator
+    from openmora.artifacts import ArtifactStore
 
     prompt = "; ".join(SHOTS[: args.shots])
     orch = Orchestrator(profile=args.profile)

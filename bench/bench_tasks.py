@@ -18,12 +18,11 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 os.environ.setdefault("OPENMORA_TORCH_THREADS", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
-import numpy as np  # noqa: E402
 
 TASKS = ("text-to-video", "image-to-video", "extend", "edit", "connect", "digital-world")
 
@@ -31,7 +30,7 @@ TASKS = ("text-to-video", "image-to-video", "extend", "edit", "connect", "digita
 def make_inputs(folder: Path) -> dict[str, Path]:
     from PIL import Image
 
-    from tools.video_io import write_video
+    from openmora.video_io import write_video
 
     rng = np.random.default_rng(0)
     image = folder / "photo.png"
@@ -63,7 +62,7 @@ def main() -> int:
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "cpu_tiny.json"))
     args = parser.parse_args()
 
-    from orchestrator import Orchestrator
+    from openmora import Orchestrator
 
     cmd = "python bench/bench_tasks.py " + " ".join(sys.argv[1:])
     results: dict[str, dict] = {}

@@ -41,11 +41,10 @@ from typing import Any
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from bench.ablation import rel_err, sync
+from openmora.profiles import load_profile
 
-from bench.ablation import rel_err, sync  # noqa: E402
-from tools.profiles import load_profile  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 log = logging.getLogger("bench")
 # phases that build their own modules; the others need the saved full-size pipelines
@@ -202,7 +201,7 @@ def elapsed() -> float:
 # ----- inputs ------------------------------------------------------------------------------------------------------
 def make_inputs(folder: Path, width: int, height: int, frames: int) -> dict[str, Path]:
     """A synthetic input image and two clips (moving gradients) at the profile's size."""
-    from tools.video_io import write_image, write_video
+    from openmora.video_io import write_image, write_video
 
     folder.mkdir(parents=True, exist_ok=True)
     y, x = np.mgrid[0:height, 0:width]
@@ -238,7 +237,7 @@ def bench_profile(name: str, args: argparse.Namespace) -> Any:
             profile.vram_budget_gb = 24
             profile.name = "tiny-lowvram"
     else:
-        from tools.full_size import full_size_profile
+        from bench.full_size import full_size_profile
 
         profile = full_size_profile(load_profile(name), root=args.models)
     for cfg in profile.roles.values():
@@ -267,8 +266,8 @@ def run_openmora(
     timer: StageTimer,
     keep_loaded: bool = False,
 ) -> dict:
-    from orchestrator import Orchestrator
-    from tools.model_loader import PipelineLoader, clear_cache
+    from openmora import Orchestrator
+    from openmora.loader import PipelineLoader, clear_cache
 
     if not keep_loaded:  # the fast phase reuses the optimized phase's (compiled) pipelines where only params differ
         clear_cache()
@@ -358,7 +357,7 @@ def run_openmora(
 
 def _manager_moves() -> tuple[float, int]:
     """Seconds and bytes every device's memory manager has spent moving weights so far."""
-    from tools import memory_manager
+    from openmora import memory as memory_manager
 
     managers = list(memory_manager._MANAGERS.values())
     return sum(m.move_seconds for m in managers), sum(m.moved_bytes for m in managers)
@@ -424,11 +423,11 @@ class MoraBaseline:
 
         cfg = self.profile.roles[role] if part == "main" else self.profile.roles[role].refiner
         if cfg.model.startswith("fullsize:"):
-            from tools.full_size import build_pipeline
+            from bench.full_size import build_pipeline
 
             return build_pipeline(cfg.model.removeprefix("fullsize:"), kw.pop("dtype", self.dtype), self.device, **kw)
         if cfg.model.startswith("tiny:"):
-            from tools.tiny_models import ensure_tiny_model
+            from openmora.tiny_models import ensure_tiny_model
 
             path = ensure_tiny_model(cfg.model.removeprefix("tiny:"))
         else:
@@ -566,7 +565,7 @@ class MoraBaseline:
     def run(self, task: str, inputs: dict, out: Path) -> tuple[list, float]:
         from PIL import Image
 
-        from tools.video_io import read_video
+        from openmora.video_io import read_video
 
         segs = self.profile.segments
         if task == "text-to-video":
@@ -670,7 +669,7 @@ def run_precision(profile_opt: Any, args: argparse.Namespace) -> dict:
     """Final latents of each Mora stage at Mora's settings: fp32 (TF32 off), fp16 as Mora, optimized."""
     from PIL import Image
 
-    from tools.model_loader import PipelineLoader, clear_cache
+    from openmora.loader import PipelineLoader, clear_cache
 
     res: dict[str, Any] = {}
     w, h = profile_opt.width, profile_opt.height
@@ -755,7 +754,7 @@ def run_precision(profile_opt: Any, args: argparse.Namespace) -> dict:
     got_opt = {k: v.cpu() for k, v in got_opt.items()}
     opt.clear()
     # 1b. the opt-in fast mode (fewer steps; the same loaded pipelines where only parameters change).
-    from tools.profiles import fast_variant
+    from openmora.profiles import fast_variant
 
     fast_profile = fast_variant(profile_opt)
     fast = stage_pipes(fast_profile)
@@ -988,7 +987,7 @@ def main(argv: list[str] | None = None) -> int:
                 if not flops:
                     flops.update(denoiser_flops(timer))
             elif phase == "fast":
-                from tools.profiles import fast_variant
+                from openmora.profiles import fast_variant
 
                 results["fast"] = run_openmora(
                     fast_variant(profile_opt), tasks, inputs, args, "fast", timer, keep_loaded=True
@@ -1002,7 +1001,7 @@ def main(argv: list[str] | None = None) -> int:
                 finally:
                     os.environ.pop("OPENMORA_PINNED_EVICTIONS")
             elif phase == "lowvram_fast":
-                from tools.profiles import fast_variant
+                from openmora.profiles import fast_variant
 
                 results["lowvram_fast"] = run_openmora(
                     fast_variant(bench_profile("mora-lowvram", args)), tasks, inputs, args, "lowvram_fast", timer

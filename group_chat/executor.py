@@ -12,15 +12,15 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from group_chat.plan_state import PlanState, Step, write_state
-from group_chat.transcript import Transcript
-from tools.connect_clips import connect_clips
-from tools.context import ToolContext, ToolResult
-from tools.edit_image import edit_image
-from tools.enhance_prompt import enhance_prompt
-from tools.extend_video import extend_video
-from tools.image_to_video import image_to_video
-from tools.text_to_image import text_to_image
+from openmora.group_chat.plan_state import PlanState, Step, write_state
+from openmora.group_chat.transcript import Transcript
+from openmora.tools.connect_clips import connect_clips
+from openmora.tools.context import ToolContext, ToolResult
+from openmora.tools.edit_image import edit_image
+from openmora.tools.enhance_prompt import enhance_prompt
+from openmora.tools.extend_video import extend_video
+from openmora.tools.image_to_video import image_to_video
+from openmora.tools.text_to_image import text_to_image
 
 TOOLS: dict[str, Callable[..., ToolResult]] = {
     "text_to_image": text_to_image,

@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from group_chat.plans import plan_steps
-from tools.enhance_prompt import DIGITAL_WORLD_EDIT, enhance_prompt
+from openmora.group_chat.plans import plan_steps
+from openmora.tools.enhance_prompt import DIGITAL_WORLD_EDIT, enhance_prompt
 
 OPTIONAL_TOOLS = ("enhance_prompt",)
 INTENTS = {

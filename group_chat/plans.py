@@ -1,6 +1,6 @@
 """Mora's six tasks as plans: which agent uses which tool, in what order.
 
-The same plans serve two modes. With no LLM (``--llm none``) :class:`group_chat.executor.PlanExecutor` runs them
+The same plans serve two modes. With no LLM (``--llm none``) :class:`openmora.group_chat.executor.PlanExecutor` runs them
 step by step: a real mode for reproducible batch work. With a planner LLM they narrow the group chat's candidates.
 
 Example:
@@ -13,8 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from tools.errors import InputError
-from tools.extend_video import MAX_SEGMENTS
+from openmora.errors import InputError
+from openmora.tools.extend_video import MAX_SEGMENTS
 
 TASKS = ("text-to-video", "image-to-video", "extend", "edit", "connect", "digital-world", "story")
 TASK_HELP = {
@@ -70,7 +70,7 @@ def check_task_inputs(task: str, prompt: str | None, image: Any, videos: list | 
         if not has_prompt and image is None and not videos:
             raise InputError("digital-world needs --prompt TEXT, --image PATH or --video PATH")
     if task == "story":
-        from group_chat.story import check_story
+        from openmora.story import check_story
 
         check_story(prompt)
     if segments is not None and (

@@ -1,6 +1,6 @@
 """The group chat: role-playing agents in an AutoGen ``SelectorGroupChat`` whose next speaker the planner LLM picks.
 
-The task plan (:mod:`group_chat.plan_state`) narrows the candidates; the planner LLM chooses among them. An invalid
+The task plan (:mod:`openmora.group_chat.plan_state`) narrows the candidates; the planner LLM chooses among them. An invalid
 or unparsable choice is asked again once, then the plan decides (``fallback_used`` in the transcript). An agent whose
 turn did not complete its step gets one retry; after that the ``plan_runner`` agent runs the step with the plan's own
 arguments, in the chat for everyone to see. The chat ends when the plan's final video exists, or at the turn limit.
@@ -34,17 +34,17 @@ from autogen_agentchat.teams import SelectorGroupChat
 from autogen_core import CancellationToken
 from autogen_core.models import UserMessage
 
-from agents.binding import bind_tool
-from agents.connection_agent import build_connection_agent
-from agents.edit_agent import build_edit_agent
-from agents.image_agent import build_image_agent
-from agents.prompt_agent import build_prompt_agent
-from agents.video_agent import build_video_agent
-from group_chat.executor import PlanExecutor
-from group_chat.llm_backends import ExtraArgsClient, supports_choices
-from group_chat.plan_state import INTENTS, PlanState, Step, guess_intent
-from group_chat.transcript import Transcript
-from tools.context import ToolContext, ToolResult
+from openmora.agents.binding import bind_tool
+from openmora.agents.connection_agent import build_connection_agent
+from openmora.agents.edit_agent import build_edit_agent
+from openmora.agents.image_agent import build_image_agent
+from openmora.agents.prompt_agent import build_prompt_agent
+from openmora.agents.video_agent import build_video_agent
+from openmora.group_chat.executor import PlanExecutor
+from openmora.group_chat.plan_state import INTENTS, PlanState, Step, guess_intent
+from openmora.group_chat.transcript import Transcript
+from openmora.llm.clients import ExtraArgsClient, supports_choices
+from openmora.tools.context import ToolContext, ToolResult
 
 logger = logging.getLogger(__name__)
 PLAN_RUNNER = "plan_runner"
@@ -208,7 +208,7 @@ class GroupChatSession:
             self.transcript.record("note", agent=agent, tool=tool, text=note)
 
     def tool_failed(self, agent: str, tool: str, error: BaseException, arguments: dict, seconds: float) -> None:
-        from tools.errors import OpenMoraError
+        from openmora.errors import OpenMoraError
 
         message = str(error).splitlines()[0] if str(error) else type(error).__name__
         self.transcript.record(
@@ -386,7 +386,7 @@ class GroupChatSession:
         try:
             text = await self.executor.arun_step(step)
         except BaseException as err:
-            from tools.errors import OpenMoraError
+            from openmora.errors import OpenMoraError
 
             if not isinstance(err, OpenMoraError):
                 self.fatal = err

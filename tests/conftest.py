@@ -3,21 +3,19 @@
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 # One thread: two threads on two busy cores were 10-50x slower. Offline: nothing may download.
 os.environ["OPENMORA_TORCH_THREADS"] = "1"
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-import torch  # noqa: E402
+import torch  # noqa: E402  (after the environment above: torch reads it at import)
 
 torch.set_num_threads(1)
 
@@ -41,7 +39,7 @@ def make_video(
     path: Path, frames: int = 10, width: int = 160, height: int = 120, fps: float = 30.0, seed: int = 0
 ) -> Path:
     """Write a small synthetic MP4 whose frames differ (a moving gradient plus noise)."""
-    from tools.video_io import write_video
+    from openmora.video_io import write_video
 
     rng = np.random.default_rng(seed)
     base = rng.integers(0, 255, (height, width, 3), dtype=np.uint8)

@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 import torch
 
-from tools import video_io
-from tools.artifacts import ArtifactStore
-from tools.errors import ArtifactWriteError
-from tools.video_io import FrameSink, lower_thread_priority, read_frames
+from openmora import video_io
+from openmora.artifacts import ArtifactStore
+from openmora.errors import ArtifactWriteError
+from openmora.video_io import FrameSink, lower_thread_priority, read_frames
 
 torch.set_num_threads(1)
 

@@ -10,9 +10,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from orchestrator import ROOT_DIR, main
-from tools.artifacts import ArtifactStore
-from tools.errors import ToolArgumentError
+from openmora.artifacts import ArtifactStore
+from openmora.cli import main
+from openmora.errors import ToolArgumentError
+
+ROOT_DIR = Path(__file__).resolve().parent.parent
 
 
 def run_cli(capsys: pytest.CaptureFixture, *argv: str) -> tuple[int, str]:
@@ -174,7 +176,7 @@ def test_wrong_kind_of_artifact_is_named(tmp_path: Path) -> None:
 
 
 def test_odd_sizes_are_refused_by_the_writer(tmp_path: Path) -> None:
-    from tools.video_io import write_video
+    from openmora.video_io import write_video
 
     with pytest.raises(ValueError, match="even sizes"):
         write_video(np.zeros((3, 63, 96, 3), np.uint8), 7, tmp_path / "odd.mp4")

@@ -7,8 +7,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from tools import tiny_models
-from tools.batched_cfg import install_batched_cfg
+from openmora import tiny_models
+from openmora.speedups.batched_cfg import install_batched_cfg
 
 torch.set_num_threads(1)
 

@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from group_chat.llm_backends import make_llm_client
-from orchestrator import ROOT_DIR
-from tools.errors import InputError
+from openmora.errors import InputError
+from openmora.llm.clients import make_llm_client
+
+ROOT_DIR = Path(__file__).resolve().parent.parent
 
 
 def chat(args: list[str], stdin: str, cwd: Path) -> subprocess.CompletedProcess:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import build_parser
+from openmora.cli import build_parser
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCKERFILES = {"cpu": ROOT / "docker" / "Dockerfile.cpu", "cuda": ROOT / "docker" / "Dockerfile.cuda"}

@@ -8,11 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from orchestrator import Orchestrator, main
-from tools.artifacts import ArtifactStore
-from tools.errors import InputError, ModelLoadError
-from tools.model_loader import PipelineLoader
-from tools.profiles import fast_variant, load_profile, profile_from_dict
+from openmora import Orchestrator
+from openmora.artifacts import ArtifactStore
+from openmora.cli import main
+from openmora.errors import InputError, ModelLoadError
+from openmora.loader import PipelineLoader
+from openmora.profiles import fast_variant, load_profile, profile_from_dict
 
 torch.set_num_threads(1)
 
@@ -129,7 +130,7 @@ def test_profile_file_can_turn_fast_on_and_round_trips(tmp_path: Path):
 def test_compile_is_left_off_while_a_cache_is_on():
     """First Block Cache decides on the host, per step, whether the other blocks run: a compiled block graph cannot
     hold that, so the fast mode drops the role's regional compile (mora's Wan) and keeps it otherwise."""
-    from tools.model_loader import clear_cache
+    from openmora.loader import clear_cache
 
     assert "compile" in load_profile("mora").roles["connect_frames"].speedups
     normal, fast = load_profile("tiny"), fast_variant(load_profile("tiny"))

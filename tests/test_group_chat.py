@@ -10,11 +10,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from group_chat.executor import STATE_FILE
-from group_chat.plan_state import PlanState
-from orchestrator import ChatSession, Orchestrator, main
-from tools.artifacts import ArtifactStore
-from tools.errors import InputError
+from openmora import ChatSession, Orchestrator
+from openmora.artifacts import ArtifactStore
+from openmora.cli import main
+from openmora.errors import InputError
+from openmora.group_chat.executor import STATE_FILE
+from openmora.group_chat.plan_state import PlanState
 
 
 def script(tmp_path: Path, items: list) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from tools.host_copies import HostPool, PinnedMover, _slots, _span_bytes
+from openmora.host_copies import HostPool, PinnedMover, _slots, _span_bytes
 
 torch.set_num_threads(1)
 

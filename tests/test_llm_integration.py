@@ -9,8 +9,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from orchestrator import Orchestrator
-from tools.artifacts import ArtifactStore
+from openmora import Orchestrator
+from openmora.artifacts import ArtifactStore
 
 
 def test_text_to_video_with_the_embedded_llm(tmp_path: Path) -> None:

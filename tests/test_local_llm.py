@@ -21,7 +21,7 @@ from autogen_core.models import CreateResult, SystemMessage, UserMessage
 from autogen_core.tools import FunctionTool
 from pydantic import BaseModel
 
-from group_chat.local_llm import (
+from openmora.llm.local import (
     MODELS,
     LocalLlamaClient,
     LocalModelMissing,
@@ -180,7 +180,7 @@ def test_constructor_loads_nothing_and_validates() -> None:
         asyncio.run(client.create(ANIMATE_REQUEST, tools=TOOLS, extra_create_args={"choices": ["a", "b"]}))
     assert client._llm is None  # rejected at the boundary, before anything loads
     config = client.dump_component()
-    assert config.provider == "group_chat.local_llm.LocalLlamaClient"
+    assert config.provider == "openmora.llm.local.LocalLlamaClient"
     assert LocalLlamaClient.load_component(config)._to_config() == client._to_config()
 
 

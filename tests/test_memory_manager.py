@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import torch
 
-from tools.full_size import FULL_SIZE_MODELS, build_component, estimate_bytes
-from tools.memory_manager import (
+from bench.full_size import FULL_SIZE_MODELS, build_component, estimate_bytes
+from openmora.memory import (
     GB,
     MemoryManager,
     decide_offload,
@@ -52,7 +52,7 @@ def _sharing_refiner(base):
 
 
 def _tiny(name: str):
-    from tools import tiny_models
+    from openmora import tiny_models
 
     return tiny_models.BUILDERS[name]()
 
@@ -116,8 +116,8 @@ def test_shared_modules_counted_once_and_not_evicted_under_a_user():
 
 
 def test_clear_cache_moves_every_resident_pipeline_off_the_device():
-    from tools import memory_manager
-    from tools.model_loader import clear_cache
+    from openmora import memory as memory_manager
+    from openmora.loader import clear_cache
 
     base, video = _tiny("text_to_image"), _tiny("image_to_video")
     moved: list[int] = []
@@ -172,10 +172,10 @@ def test_loader_under_a_budget_runs_the_tiny_profile(tmp_path, monkeypatch):
     """The loader hands pipelines to the manager when a budget is set; a tiny task still runs end to end."""
     from collections import Counter
 
-    from orchestrator import Orchestrator
-    from tools import model_loader
-    from tools.memory_manager import manager_for, reset_managers
-    from tools.profiles import load_profile
+    from openmora import Orchestrator
+    from openmora import loader as model_loader
+    from openmora.memory import manager_for, reset_managers
+    from openmora.profiles import load_profile
 
     # A private pipeline cache and load counter: other tests count loads in the process-wide ones.
     monkeypatch.setattr(model_loader, "_CACHE", {})
@@ -197,7 +197,7 @@ def test_loader_under_a_budget_runs_the_tiny_profile(tmp_path, monkeypatch):
 def _write_clip(tmp_path):
     import numpy as np
 
-    from tools.video_io import write_video
+    from openmora.video_io import write_video
 
     frames = np.random.default_rng(0).integers(0, 255, (8, 64, 96, 3), dtype=np.uint8)
     return write_video(frames, 7, tmp_path / "in.mp4")
@@ -218,8 +218,8 @@ def test_block_offload_keeps_the_top_level_group_on_the_device():
     pageable memory around every pass; the helper pins that group to the device and reports exactly its bytes."""
     from diffusers.hooks import apply_group_offloading
 
-    from tools import tiny_models
-    from tools.memory_manager import Unit, keep_top_level_on_device
+    from openmora import tiny_models
+    from openmora.memory import Unit, keep_top_level_on_device
 
     transformer = tiny_models.build_connect_frames().transformer
     assert keep_top_level_on_device(transformer) == 0  # no group offload: nothing to keep
@@ -247,7 +247,7 @@ def test_block_offload_keeps_the_top_level_group_on_the_device():
 def test_sizes_are_measured_when_added_not_on_every_activation(monkeypatch):
     # Walking a full-size UNet's parameters costs milliseconds and activation sums every resident module several
     # times: the manager measures each module when its pipeline is added, and again only if it is added again.
-    import tools.memory_manager as mmod
+    import openmora.memory as mmod
 
     a, b = _tiny("text_to_image"), _tiny("image_to_video")
     walks: list[int] = []

@@ -14,8 +14,7 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-from notebooks import replay
-from orchestrator import Orchestrator
+from openmora import Orchestrator, replay
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOK = ROOT / "notebooks" / "replay.ipynb"
@@ -111,8 +110,7 @@ def test_notebook_replays_a_group_chat(tmp_path: Path, monkeypatch: pytest.Monke
 def test_helper_imports_no_model_library(fox_run: Path) -> None:
     code = (
         "import json, sys\n"
-        f"sys.path.insert(0, {str(ROOT)!r})\n"
-        "from notebooks import replay\n"
+        "from openmora import replay\n"
         "run = replay.load_run(replay.find_run())\n"
         "html = [replay.render_event(e, run).data for e in run.events]\n"
         "replay.show_conversation()\n"
@@ -157,7 +155,7 @@ def test_find_run_says_so_when_there_is_none(tmp_path: Path, monkeypatch: pytest
     with pytest.raises(replay.RunNotFoundError) as err:
         replay.find_run()
     message = str(err.value)
-    assert "\n" not in message and "OPENMORA_RUN" in message and "orchestrator.py run" in message
+    assert "\n" not in message and "OPENMORA_RUN" in message and "openmora run" in message
 
 
 def test_paths_outside_the_run_are_refused(fox_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -9,14 +9,14 @@ import numpy as np
 import pytest
 import torch
 
-from tools import tiny_models
-from tools.attention import LeanAttnProcessor, install_lean_attention
-from tools.context import to_uint8_frames
-from tools.cuda_graphs import GraphedForward, _flatten, _rebuild, install_cuda_graphs
-from tools.errors import InputError
-from tools.group_norm import group_norm, install_cl_group_norm
-from tools.model_loader import apply_speedups
-from tools.profiles import profile_from_dict
+from openmora import tiny_models
+from openmora.errors import InputError
+from openmora.loader import apply_speedups
+from openmora.profiles import profile_from_dict
+from openmora.speedups.attention import LeanAttnProcessor, install_lean_attention
+from openmora.speedups.cuda_graphs import GraphedForward, _flatten, _rebuild, install_cuda_graphs
+from openmora.speedups.group_norm import group_norm, install_cl_group_norm
+from openmora.tools.context import to_uint8_frames
 
 torch.set_num_threads(1)
 
@@ -133,7 +133,7 @@ def test_lean_short_self_attention_matches_the_default_processor():
 def test_fused_qkv_only_for_plain_projections():
     from diffusers.models.attention_processor import Attention
 
-    from tools.attention import _fused_qkv
+    from openmora.speedups.attention import _fused_qkv
 
     attn = Attention(query_dim=32, heads=4, dim_head=8).eval()
     x = torch.randn(2, 5, 32)
@@ -151,7 +151,7 @@ def test_fused_qkv_only_for_plain_projections():
 def test_gpu_image_prep_wraps_svd_only_and_leaves_the_cpu_path_alone():
     from PIL import Image
 
-    from tools.model_loader import install_gpu_image_prep
+    from openmora.loader import install_gpu_image_prep
 
     svd = tiny_models.build_image_to_video()
     frame = Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 96, 3), dtype=np.uint8))
@@ -176,7 +176,7 @@ def _profile_with(speedups: list[str]) -> dict:
 def test_streamed_decode_hands_over_the_pipeline_frames_chunk_by_chunk():
     from PIL import Image
 
-    from tools.image_to_video import decode_streamed
+    from openmora.tools.image_to_video import decode_streamed
 
     pipe = tiny_models.build_image_to_video()
     image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 96, 3), dtype=np.uint8))
@@ -191,7 +191,7 @@ def test_streamed_decode_hands_over_the_pipeline_frames_chunk_by_chunk():
 
 
 def test_only_resident_svd_pipelines_decode_chunk_by_chunk():
-    from tools.image_to_video import _decodes_in_chunks
+    from openmora.tools.image_to_video import _decodes_in_chunks
 
     svd = tiny_models.build_image_to_video()
     assert _decodes_in_chunks(svd)
@@ -204,7 +204,7 @@ def test_no_step_sync_asks_the_gpu_once_per_call_and_keeps_the_frames(monkeypatc
     from diffusers import StableVideoDiffusionPipeline
     from PIL import Image
 
-    from tools.model_loader import install_no_step_sync
+    from openmora.loader import install_no_step_sync
 
     pipe = tiny_models.build_image_to_video()
     image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 96, 3), dtype=np.uint8))
@@ -291,7 +291,7 @@ def test_profiles_accept_the_new_speedups_and_name_them_in_errors():
 
 
 def test_eviction_releases_cuda_graphs():
-    from tools.memory_manager import GB, MemoryManager
+    from openmora.memory import GB, MemoryManager
 
     pipe = tiny_models.build_text_to_image()
     graphed = install_cuda_graphs(pipe.unet)
@@ -305,7 +305,7 @@ def test_eviction_releases_cuda_graphs():
 
 
 def test_compile_caches_go_to_the_openmora_cache_unless_the_user_chose_a_folder(tmp_path, monkeypatch):
-    from tools.model_loader import apply_speedups, persistent_compile_cache
+    from openmora.loader import apply_speedups, persistent_compile_cache
 
     monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
     monkeypatch.setenv("OPENMORA_CACHE", str(tmp_path / "cache"))
@@ -317,7 +317,7 @@ def test_compile_caches_go_to_the_openmora_cache_unless_the_user_chose_a_folder(
 
 
 def test_install_graphs_picks_the_denoiser_and_the_encoders_by_speedup():
-    from tools.model_loader import install_graphs
+    from openmora.loader import install_graphs
 
     t2i, i2v = tiny_models.build_text_to_image(), tiny_models.build_image_to_video()
     assert install_graphs(t2i, ["encoder_graphs"]) == ["text_encoder"]

@@ -8,10 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from group_chat.story import split_shots
-from orchestrator import Orchestrator, main
-from tools.artifacts import ArtifactStore
-from tools.video_io import read_video
+from openmora import Orchestrator
+from openmora.artifacts import ArtifactStore
+from openmora.cli import main
+from openmora.story import split_shots
+from openmora.video_io import read_video
 
 STORY = "A fox wakes in its den. It runs across the snow. At dusk it reaches the river."
 

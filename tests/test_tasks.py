@@ -8,10 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from orchestrator import Orchestrator, main
-from tools.artifacts import ArtifactStore
-from tools.model_loader import LOAD_COUNTS, clear_cache
-from tools.video_io import read_video
+from openmora import Orchestrator
+from openmora.artifacts import ArtifactStore
+from openmora.cli import main
+from openmora.loader import LOAD_COUNTS, clear_cache
+from openmora.video_io import read_video
 
 W, H, FPS = 96, 64, 7
 TRANSCRIPT_KEYS = {"step", "agent", "tool", "inputs", "outputs", "seconds"}
@@ -161,7 +162,7 @@ def test_cli_run_prints_final_path(tmp_path: Path, capsys: pytest.CaptureFixture
 def test_user_profile_file(tmp_path: Path) -> None:
     import yaml
 
-    from tools.profiles import PROFILES_DIR
+    from openmora.profiles import PROFILES_DIR
 
     data = yaml.safe_load((PROFILES_DIR / "tiny.yaml").read_text())
     data["name"] = "mine"
@@ -175,7 +176,7 @@ def test_user_profile_file(tmp_path: Path) -> None:
 
 
 def test_lossless_copy_is_bit_exact(tmp_path: Path) -> None:
-    from tools.video_io import read_frames, write_lossless
+    from openmora.video_io import read_frames, write_lossless
 
     frames = np.random.default_rng(0).integers(0, 256, (5, 64, 96, 3), dtype=np.uint8)
     write_lossless(frames, 7, tmp_path / "x.mkv")

@@ -6,9 +6,9 @@ import time
 
 from PIL import Image
 
-from tools.context import ToolContext, ToolResult, call_pipeline, generator, to_uint8_frames
-from tools.errors import ToolArgumentError
-from tools.video_io import concatenate
+from openmora.errors import ToolArgumentError
+from openmora.tools.context import ToolContext, ToolResult, call_pipeline, generator, to_uint8_frames
+from openmora.video_io import concatenate
 
 
 def connect_clips(

@@ -4,7 +4,7 @@ A tool is a plain function ``tool(ctx, ...typed args...) -> ToolResult``; agents
 function to AutoGen, so the LLM sees only the typed, documented arguments.
 
 Example:
-    >>> from tools.context import ToolResult
+    >>> from openmora.tools.context import ToolResult
     >>> ToolResult(outputs=["img-0001"], text="img-0001: image 96x64").text
     'img-0001: image 96x64'
 """
@@ -23,10 +23,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from tools.artifacts import ArtifactStore
-from tools.errors import InputError
-from tools.model_loader import PipelineLoader
-from tools.profiles import Profile
+from openmora.artifacts import ArtifactStore
+from openmora.errors import InputError
+from openmora.loader import PipelineLoader
+from openmora.profiles import Profile
 
 logger = logging.getLogger(__name__)
 _TIMINGS_LOCK = threading.Lock()
@@ -165,7 +165,7 @@ def generator(seed: int) -> torch.Generator:
 
 
 def require_text(value: str, what: str) -> str:
-    from tools.errors import ToolArgumentError
+    from openmora.errors import ToolArgumentError
 
     if not isinstance(value, str) or not value.strip():
         raise ToolArgumentError(f"{what} is empty; give a short description in words")

@@ -7,7 +7,7 @@ import time
 import numpy as np
 from PIL import Image
 
-from tools.context import ToolContext, ToolResult, call_pipeline, generator, require_text, to_uint8_frames
+from openmora.tools.context import ToolContext, ToolResult, call_pipeline, generator, require_text, to_uint8_frames
 
 
 def edit_image(ctx: ToolContext, image_id: str, instruction: str, seed: int | None = None) -> ToolResult:

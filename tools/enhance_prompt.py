@@ -4,14 +4,14 @@ With an LLM the prompt agent writes the prompt itself; this deterministic versio
 reproducible and still adds Mora's style cue for digital worlds.
 
 Example:
-    >>> from tools.enhance_prompt import enhance_prompt
+    >>> from openmora.tools.enhance_prompt import enhance_prompt
     >>> enhance_prompt("a fox running through snow at dusk").startswith("a fox running through snow at dusk, ")
     True
 """
 
 from __future__ import annotations
 
-from tools.errors import ToolArgumentError
+from openmora.errors import ToolArgumentError
 
 DIGITAL_WORLD_STYLE = (
     "in digital world style, like a Minecraft video game: blocky voxel world, pixel textures, game-engine lighting"

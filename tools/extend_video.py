@@ -7,10 +7,10 @@ from functools import partial
 
 import numpy as np
 
-from tools.artifacts import ClipStream
-from tools.context import ToolContext, ToolResult
-from tools.errors import ToolArgumentError
-from tools.image_to_video import render_segment
+from openmora.artifacts import ClipStream
+from openmora.errors import ToolArgumentError
+from openmora.tools.context import ToolContext, ToolResult
+from openmora.tools.image_to_video import render_segment
 
 MAX_SEGMENTS = 12
 

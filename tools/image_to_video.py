@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from tools.context import (
+from openmora.tools.context import (
     HostCopy,
     ToolContext,
     ToolResult,
@@ -43,7 +43,7 @@ def render_segment(
         height=ctx.profile.height,
         width=ctx.profile.width,
         generator=generator(seed),
-        output_type="pt",  # frames stay on the device until they are uint8 (tools.context.to_uint8_frames)
+        output_type="pt",  # frames stay on the device until they are uint8 (openmora.tools.context.to_uint8_frames)
         **params,
     )
     notes = []

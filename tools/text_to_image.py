@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from tools.context import ToolContext, ToolResult, call_pipeline, generator, require_text, to_uint8_frames
+from openmora.tools.context import ToolContext, ToolResult, call_pipeline, generator, require_text, to_uint8_frames
 
 
 def text_to_image(ctx: ToolContext, prompt: str, negative_prompt: str = "", seed: int | None = None) -> ToolResult:

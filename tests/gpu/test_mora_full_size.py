@@ -12,13 +12,10 @@ TASKS = ("text-to-video", "image-to-video", "extend", "edit", "digital-world", "
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
-    import sys
-    from pathlib import Path
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+    from bench.full_size import full_size_profile
     from bench.gpu_bench import make_inputs
-    from tools.full_size import full_size_profile
-    from tools.profiles import load_profile
+    from openmora.profiles import load_profile
 
     root = tmp_path_factory.mktemp("full")
     profile = full_size_profile(load_profile("mora"), root=root / "models")
@@ -29,7 +26,7 @@ def setup(tmp_path_factory):
 @pytest.mark.parametrize("task", TASKS)
 def test_mora_task_end_to_end(setup, task):
     from bench.gpu_bench import task_kwargs
-    from orchestrator import Orchestrator
+    from openmora import Orchestrator
 
     profile, inputs, root = setup
     res = Orchestrator(profile=profile, llm="none", runs_dir=root / "runs").run(
@@ -43,13 +40,13 @@ def test_mora_task_end_to_end(setup, task):
 
 
 def test_lowvram_profile_stays_within_24_gb(setup):
+    from bench.full_size import full_size_profile
     from bench.gpu_bench import task_kwargs
-    from orchestrator import Orchestrator
-    from tools import memory_manager
-    from tools.full_size import full_size_profile
-    from tools.host_copies import PinnedMover
-    from tools.model_loader import clear_cache
-    from tools.profiles import load_profile
+    from openmora import Orchestrator
+    from openmora import memory as memory_manager
+    from openmora.host_copies import PinnedMover
+    from openmora.loader import clear_cache
+    from openmora.profiles import load_profile
 
     _, inputs, root = setup
     clear_cache()  # the earlier tests' pipelines (Wan 14B among them) must leave the GPU, referenced or not

@@ -11,9 +11,9 @@ import pytest
 import torch
 from PIL import Image
 
-from tools import tiny_models
-from tools.attention import LeanAttnProcessor
-from tools.cuda_graphs import install_cuda_graphs
+from openmora import tiny_models
+from openmora.speedups.attention import LeanAttnProcessor
+from openmora.speedups.cuda_graphs import install_cuda_graphs
 
 pytestmark = pytest.mark.gpu
 
@@ -43,7 +43,7 @@ def test_cuda_graph_replay_is_bit_identical_and_recaptures_after_a_move():
 def test_encoder_graphs_replay_clip_text_and_vision_like_eager():
     # Replay runs the captured kernels; under capture cuBLAS may pick another GEMM algorithm than eager does, so the
     # fp16 outputs agree to fp16 rounding rather than bit for bit (session 7, H100: not bit-identical for CLIP text).
-    from tools.model_loader import install_graphs
+    from openmora.loader import install_graphs
 
     t2i, i2v = tiny_models.build_text_to_image(), tiny_models.build_image_to_video()
     text = t2i.text_encoder.eval().to("cuda", torch.float16)
@@ -84,7 +84,7 @@ def test_lean_short_attention_on_cuda_matches_default():
 
 @pytest.mark.parametrize("sequences,heads,tokens", [(2 * 9216, 5, 25), (2 * 576, 20, 25), (64, 2, 7), (64, 2, 64)])
 def test_short_attention_kernel_matches_fp32_attention_eager_and_compiled(sequences, heads, tokens):
-    from tools import short_attention
+    from openmora.speedups import short_attention
 
     if short_attention.triton is None:
         pytest.skip("this torch build has no Triton: the lean processor uses torch's memory-efficient kernel instead")
@@ -115,8 +115,8 @@ def test_short_attention_kernel_matches_fp32_attention_eager_and_compiled(sequen
 def test_streamed_decode_on_cuda_equals_the_pipeline_frames():
     import numpy as np
 
-    from tools.context import to_uint8_frames
-    from tools.image_to_video import decode_streamed
+    from openmora.tools.context import to_uint8_frames
+    from openmora.tools.image_to_video import decode_streamed
 
     pipe = tiny_models.build_image_to_video().to("cuda")
     image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 96, 3), dtype=np.uint8))
@@ -131,7 +131,7 @@ def test_streamed_decode_on_cuda_equals_the_pipeline_frames():
 
 
 def test_gpu_image_prep_gives_the_cpu_path_embedding():
-    from tools.model_loader import install_gpu_image_prep
+    from openmora.loader import install_gpu_image_prep
 
     svd = tiny_models.build_image_to_video().to("cuda")
     yy, xx = torch.meshgrid(torch.arange(576), torch.arange(1024), indexing="ij")
@@ -159,7 +159,7 @@ def test_cuda_graphs_keep_inference_mode_and_no_grad_apart_and_release():
 
 
 def test_pinned_evictions_round_trip_weights_and_keep_changes_made_on_the_gpu():
-    from tools.host_copies import PinnedMover
+    from openmora.host_copies import PinnedMover
 
     unet = tiny_models.build_text_to_image().unet.eval().to("cuda", torch.float16)
     unet.to(memory_format=torch.channels_last)
@@ -195,7 +195,7 @@ def test_pinned_evictions_round_trip_weights_and_keep_changes_made_on_the_gpu():
 def test_group_offload_streams_the_blocks_and_keeps_the_rest_on_the_gpu():
     """Under the 24 GB mode's group offload the denoiser's blocks stream from the host while its embedders and output
     projection stay on the GPU (counted by the manager), and the result is the resident run's."""
-    from tools.memory_manager import MemoryManager
+    from openmora.memory import MemoryManager
 
     pipe = tiny_models.build_connect_frames()
     pipe.set_progress_bar_config(disable=True)
@@ -229,7 +229,7 @@ def test_group_offload_streams_the_blocks_and_keeps_the_rest_on_the_gpu():
 def test_cl_group_norm_compiled_on_cuda_is_as_close_to_fp32_as_torch(shape, layout):
     import torch.nn.functional as F
 
-    from tools.group_norm import group_norm
+    from openmora.speedups.group_norm import group_norm
 
     g = torch.Generator("cuda").manual_seed(0)
     x = (torch.randn(shape, device="cuda", generator=g) * 3 + 1).half().contiguous(memory_format=layout)

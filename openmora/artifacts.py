@@ -7,7 +7,7 @@ never resolve outside the run folder.
 
 Example:
     >>> import numpy as np, tempfile
-    >>> from tools.artifacts import ArtifactStore
+    >>> from openmora.artifacts import ArtifactStore
     >>> store = ArtifactStore(tempfile.mkdtemp())
     >>> art = store.add_image(np.zeros((64, 96, 3), np.uint8), tool="example")
     >>> art.id, art.path
@@ -32,8 +32,8 @@ from typing import Any
 
 import numpy as np
 
-from tools.errors import ArtifactWriteError, ToolArgumentError
-from tools.video_io import LOSSLESS_SETTINGS, MP4_SETTINGS, FrameSink, read_frames, write_image
+from openmora.errors import ArtifactWriteError, ToolArgumentError
+from openmora.video_io import LOSSLESS_SETTINGS, MP4_SETTINGS, FrameSink, read_frames, write_image
 
 MANIFEST = "manifest.json"
 ID_PATTERN = re.compile(r"^(img|clip)-(\d{4,6})$")
@@ -316,7 +316,7 @@ class ArtifactStore:
         elif art.frames_path:
             frames = read_frames(self.resolve(art.frames_path))
         else:  # a clip recorded without a lossless copy: decode the MP4
-            from tools.video_io import read_video
+            from openmora.video_io import read_video
 
             frames, _ = read_video(self.resolve(art.path))
         self._frames_cache[art.id] = frames

@@ -3,7 +3,7 @@
 Profiles are data (YAML files in ``profiles/`` or a user's own file), loaded into small typed objects.
 
 Example:
-    >>> from tools.profiles import load_profile
+    >>> from openmora.profiles import load_profile
     >>> p = load_profile("tiny")
     >>> p.roles["image_to_video"].pipeline
     'StableVideoDiffusionPipeline'
@@ -19,9 +19,9 @@ from typing import Any
 
 import yaml
 
-from tools.errors import InputError
+from openmora.errors import InputError
 
-PROFILES_DIR = Path(__file__).resolve().parent.parent / "profiles"
+PROFILES_DIR = Path(__file__).resolve().parent  # the YAML files ship beside this module (package data)
 ROLES = ("text_to_image", "edit_image", "image_to_video", "connect_frames")
 DTYPES = ("auto", "float32", "float16", "bfloat16")
 OFFLOAD = ("none", "auto", "model", "group", "sequential")
@@ -65,7 +65,7 @@ class RoleConfig:
     refiner_split: float = 0.8
     notes: str = ""
     # Memory manager: GPU memory the pipeline needs beyond its weights while it runs (activations, VAE decode).
-    # None: a per-class default from tools.memory_manager.
+    # None: a per-class default from openmora.memory.
     reserve_gb: float | None = None
     speedups: list[str] = field(default_factory=list)
     # Output-changing options (they trade fidelity for speed or memory; bench/SPEED_NOTES.md gives the error):

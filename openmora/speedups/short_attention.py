@@ -8,7 +8,7 @@ Q, K, V and writing the output once. Here one program loads one (sequence, head)
 32 in registers, not in memory), computes the scores and the softmax in fp32 and writes the output straight into the
 (batch, tokens, heads x dim) layout the output projection reads.
 
-Inference only (no backward). Used by ``tools.attention.LeanAttnProcessor`` on CUDA when Triton is importable;
+Inference only (no backward). Used by ``openmora.speedups.attention.LeanAttnProcessor`` on CUDA when Triton is importable;
 anything else falls back to torch's kernels.
 """
 

@@ -18,14 +18,14 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
-from group_chat.transcript import Transcript
-from tools.connect_clips import connect_clips
-from tools.context import ToolContext, ToolResult
-from tools.enhance_prompt import enhance_prompt
-from tools.errors import InputError
-from tools.extend_video import extend_video
-from tools.image_to_video import image_to_video
-from tools.text_to_image import text_to_image
+from openmora.errors import InputError
+from openmora.group_chat.transcript import Transcript
+from openmora.tools.connect_clips import connect_clips
+from openmora.tools.context import ToolContext, ToolResult
+from openmora.tools.enhance_prompt import enhance_prompt
+from openmora.tools.extend_video import extend_video
+from openmora.tools.image_to_video import image_to_video
+from openmora.tools.text_to_image import text_to_image
 
 MAX_SHOTS = 8
 SHOT_SEED_STRIDE = 1000  # shot k uses seeds seed + k * stride + step: independent of scheduling

@@ -105,7 +105,7 @@ class MemoryManager:
         budget_bytes: memory the units' weights plus the active unit's reserve may use.
         device: the device the units run on (``cuda:N``; ``cpu`` in tests, where moves are no-ops).
         mover: ``mover(module, device)`` moves one module; tests pass a recorder. Default on CUDA: through pinned
-            host copies (:class:`tools.host_copies.PinnedMover`; ``OPENMORA_PINNED_EVICTIONS=0`` turns that off),
+            host copies (:class:`openmora.host_copies.PinnedMover`; ``OPENMORA_PINNED_EVICTIONS=0`` turns that off),
             elsewhere ``module.to(device)``.
     """
 
@@ -118,7 +118,7 @@ class MemoryManager:
         self.budget = int(budget_bytes)
         self.device = torch.device(device)
         if mover is None and self.device.type == "cuda" and os.environ.get("OPENMORA_PINNED_EVICTIONS", "1") != "0":
-            from tools.host_copies import PinnedMover
+            from openmora.host_copies import PinnedMover
 
             mover = PinnedMover()
         self.mover = mover or (lambda m, d: m.to(d))

@@ -6,7 +6,7 @@ base64 data URIs, so a saved notebook is self-contained. Paths in the manifest a
 resolve inside the run folder or it is refused.
 
 Example (in a notebook, from the repo root):
-    >>> from notebooks.replay import find_run, load_run, show_conversation
+    >>> from openmora.replay import find_run, load_run, show_conversation
     >>> show_conversation()  # doctest: +SKIP  (the newest run under runs/, or $OPENMORA_RUN)
     >>> run = load_run(find_run("runs/20261123-201500-text-to-video-1a2b"))  # doctest: +SKIP
     >>> [e["tool"] for e in run.events if e["type"] == "tool_call"]  # doctest: +SKIP
@@ -25,13 +25,12 @@ from typing import Any
 
 from IPython.display import HTML, display
 
-ROOT = Path(__file__).resolve().parent.parent
 MANIFEST = "manifest.json"
 TRANSCRIPT = "transcript.jsonl"
 # Embedding a file grows the notebook by 4/3 of its size: past this, show where the file is instead.
 MAX_EMBED_BYTES = 25 * 2**20
 _MIME = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".webp": "image/webp", ".mp4": "video/mp4"}
-_MAKE_ONE = "make one with: python orchestrator.py run text-to-video --prompt 'a fox'"
+_MAKE_ONE = "make one with: openmora run text-to-video --prompt 'a fox'"
 
 
 class RunNotFoundError(FileNotFoundError):
@@ -69,17 +68,19 @@ class Run:
 
 # ----- finding and loading ---------------------------------------------------------------------------------------
 def _existing(path: str | Path) -> Path:
-    """A user-given path: as given (relative to the cwd), else relative to the repo root (a notebook's cwd is
-    usually notebooks/, while paths people copy are relative to the repo root)."""
+    """A user-given path: as given (relative to the cwd), else relative to the nearest parent folder of the cwd
+    where it exists (a notebook's cwd is usually notebooks/, while paths people copy are relative to the project)."""
     p = Path(path).expanduser()
-    if not p.is_absolute() and not p.exists() and (ROOT / p).exists():
-        p = ROOT / p
+    if not p.is_absolute() and not p.exists():
+        for parent in Path.cwd().parents:
+            if (parent / p).exists():
+                return parent / p
     return p
 
 
 def _runs_dirs() -> list[Path]:
     env = os.environ.get("OPENMORA_RUNS")
-    dirs = [_existing(env)] if env else [Path("runs"), ROOT / "runs"]
+    dirs = [_existing(env)] if env else [Path("runs"), _existing("runs")]
     unique: list[Path] = []
     for d in dirs:
         if d.is_dir() and d.resolve() not in [u.resolve() for u in unique]:
@@ -112,7 +113,7 @@ def find_run(path: str | Path | None = None) -> Path:
 
 
 def _read_events(path: Path) -> list[dict[str, Any]]:
-    # The same rule as group_chat.transcript.Transcript.read (a torn last line is skipped), kept here so this
+    # The same rule as openmora.group_chat.transcript.Transcript.read (a torn last line is skipped), kept here so this
     # helper imports nothing from the engine, whose packages may pull in torch.
     events = []
     if not path.is_file():

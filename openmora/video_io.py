@@ -4,7 +4,7 @@ Frames are ``uint8`` arrays shaped ``(frames, height, width, 3)``.
 
 Example:
     >>> import numpy as np
-    >>> from tools.video_io import fit_frame
+    >>> from openmora.video_io import fit_frame
     >>> frame, note = fit_frame(np.zeros((1080, 1920, 3), np.uint8), 96, 64)
     >>> frame.shape
     (64, 96, 3)
@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from tools.errors import InputError
+from openmora.errors import InputError
 
 logger = logging.getLogger(__name__)
 

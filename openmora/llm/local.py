@@ -385,7 +385,7 @@ class LocalLlamaClient(ChatCompletionClient, Component[LocalLlamaClientConfig]):
 
     component_type = "model"
     component_config_schema = LocalLlamaClientConfig
-    component_provider_override = "group_chat.local_llm.LocalLlamaClient"
+    component_provider_override = "openmora.llm.local.LocalLlamaClient"
 
     DEFAULT_MODEL_INFO = ModelInfo(
         vision=False,

@@ -6,8 +6,8 @@ the same process too. Device ``auto`` means CUDA when present, else CPU; dtype `
 float32 on CPU. A pipeline is either moved to its device or set to CPU offload, never both.
 
 Example:
-    >>> from tools.profiles import load_profile
-    >>> from tools.model_loader import PipelineLoader
+    >>> from openmora.profiles import load_profile
+    >>> from openmora.loader import PipelineLoader
     >>> loader = PipelineLoader(load_profile("tiny"))
     >>> pipe = loader.get("text_to_image")  # doctest: +SKIP
 """
@@ -25,8 +25,8 @@ from typing import Any
 
 import torch
 
-from tools.errors import InputError, ModelLoadError
-from tools.profiles import Profile, RoleConfig
+from openmora.errors import InputError, ModelLoadError
+from openmora.profiles import Profile, RoleConfig
 
 logger = logging.getLogger(__name__)
 
@@ -80,7 +80,7 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
 
 def _model_path(cfg: RoleConfig) -> str:
     if cfg.model.startswith("tiny:"):
-        from tools.tiny_models import ensure_tiny_model
+        from openmora.tiny_models import ensure_tiny_model
 
         return str(ensure_tiny_model(cfg.model.removeprefix("tiny:")))
     return cfg.model
@@ -173,7 +173,7 @@ class PipelineLoader:
         """The device's memory manager, or None where pipelines are simply moved (CPU without a budget)."""
         if device.type != "cuda" and self.profile.vram_budget_gb is None:
             return None
-        from tools.memory_manager import manager_for
+        from openmora.memory import manager_for
 
         return manager_for(device, self.profile.vram_budget_gb)
 
@@ -202,7 +202,7 @@ class PipelineLoader:
         apply_speedups(pipe, speedups_for(cfg, role))
         apply_output_changing(pipe, cfg, role, dtype)
         if manager is not None:
-            from tools.memory_manager import reserve_bytes
+            from openmora.memory import reserve_bytes
 
             # The manager decides: resident (moved on activate) or one kind of offload -- never both.
             unit = manager.add(key, pipe, reserve_bytes(cfg.pipeline, cfg.reserve_gb), cfg.offload)
@@ -245,7 +245,7 @@ class PipelineLoader:
         self, cfg: RoleConfig, device: torch.device, dtype: torch.dtype, shared: dict, manager: Any
     ) -> Any:
         """``fullsize:<hub id>``: the architecture at full size with random weights, built in-process (no disk)."""
-        from tools.full_size import build_pipeline, estimate_bytes
+        from bench.full_size import build_pipeline, estimate_bytes
 
         hub_id = cfg.model.removeprefix("fullsize:")
         build_on = device
@@ -287,7 +287,7 @@ def install_graphs(pipe: Any, speedups: list[str] | tuple[str, ...]) -> list[str
     per layer, the GPU idle between them -- 0.2-0.3 s per text-to-video at Mora's settings on an H100). A module
     shared by two pipelines (SDXL's second text encoder) gets one graph set.
     """
-    from tools.cuda_graphs import install_cuda_graphs
+    from openmora.speedups.cuda_graphs import install_cuda_graphs
 
     names = []
     if "cuda_graphs" in speedups:
@@ -338,7 +338,7 @@ def apply_speedups(pipe: Any, names: list[str] | tuple[str, ...]) -> None:
         except (ValueError, AttributeError, NotImplementedError) as err:  # not every denoiser supports it
             logger.info("fused_qkv not applied to %s: %s", type(den).__name__, err)
     if "lean_attention" in names and den is not None:
-        from tools.attention import install_lean_attention
+        from openmora.speedups.attention import install_lean_attention
 
         install_lean_attention(den)
     if "cudnn_attention" in names and den is not None:
@@ -348,14 +348,14 @@ def apply_speedups(pipe: Any, names: list[str] | tuple[str, ...]) -> None:
     if "no_step_sync" in names and not install_no_step_sync(pipe):
         logger.info("no_step_sync not applied to %s: not a Stable Video Diffusion pipeline", type(pipe).__name__)
     if "batched_cfg" in names:
-        from tools.batched_cfg import install_batched_cfg
+        from openmora.speedups.batched_cfg import install_batched_cfg
 
         if not install_batched_cfg(pipe):
             logger.info(
                 "batched_cfg not applied to %s: it does not make separate cond/uncond calls", type(pipe).__name__
             )
     if "cl_group_norm" in names:
-        from tools.group_norm import install_cl_group_norm
+        from openmora.speedups.group_norm import install_cl_group_norm
 
         compiled = {"compile": den, "vae_compile": getattr(vae, "decoder", None)}
         if sum(install_cl_group_norm(m) for name, m in compiled.items() if name in names and m is not None) == 0:
@@ -500,7 +500,7 @@ def persistent_compile_cache() -> str:
 
     Inductor's default is a folder under /tmp, which a reboot or a fresh container empties. With its caches kept,
     the SVD UNet's compile warm-up fell from 193 s to 29 s in the next process (H100, bench/SPEED_NOTES.md)."""
-    from tools.tiny_models import cache_root
+    from openmora.tiny_models import cache_root
 
     return os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(cache_root() / "inductor"))
 
@@ -530,7 +530,7 @@ def compile_regions(module: torch.nn.Module) -> None:
 
 def clear_cache() -> None:
     """Forget every loaded pipeline (frees memory; the next ``get`` loads again)."""
-    from tools.memory_manager import reset_managers
+    from openmora.memory import reset_managers
 
     with _LOCK:
         _CACHE.clear()

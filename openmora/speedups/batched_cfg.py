@@ -16,7 +16,7 @@ as usual. Each half of the batch is the same function of the same inputs as the 
 changes by the kernels' rounding at another batch size (measured in bench/SPEED_NOTES.md).
 
 Example:
-    >>> from tools.batched_cfg import install_batched_cfg
+    >>> from openmora.speedups.batched_cfg import install_batched_cfg
     >>> install_batched_cfg(pipe)  # doctest: +SKIP
     True
 """

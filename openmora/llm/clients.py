@@ -24,7 +24,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from tools.errors import InputError
+from openmora.errors import InputError
 
 LLM_SPECS = ("none", "local", "local-small", "openai", "replay:FILE")
 
@@ -92,7 +92,7 @@ def make_llm_client(spec: str) -> Any:
     if spec == "none":
         return None
     if spec in ("local", "local-small"):
-        from group_chat.local_llm import LocalLlamaClient, LocalModelMissing
+        from openmora.llm.local import LocalLlamaClient, LocalModelMissing
 
         try:
             import llama_cpp  # noqa: F401
@@ -135,7 +135,7 @@ def make_llm_client(spec: str) -> Any:
 def supports_choices(client: Any) -> bool:
     """Whether the client can force its reply to one of a list of strings (``extra_create_args={"choices": ...}``)."""
     try:
-        from group_chat.local_llm import LocalLlamaClient
+        from openmora.llm.local import LocalLlamaClient
     except ImportError:  # pragma: no cover - local_llm imports nothing optional at module level
         return False
     while hasattr(client, "inner"):

@@ -3,7 +3,7 @@
 Hubs are unreachable on these machines and no weights are stored anywhere, so the real model ids of the ``mora``
 profile are exercised by building the same architectures at full size (parameter count, memory, FLOPs and speed
 are the real ones; pictures are noise). Configs are copies of each hub repo's ``<component>/config.json``;
-tokenizers are the byte-level CLIP BPE of ``tools.tiny_models`` (514 ids, valid for any text encoder whose
+tokenizers are the byte-level CLIP BPE of ``openmora.tiny_models`` (514 ids, valid for any text encoder whose
 vocabulary is larger), which is why the text configs' bos/eos/pad ids are 0/1/1.
 
 Two ways to use a build:
@@ -13,7 +13,7 @@ Two ways to use a build:
   and read back inside a GPU lease).
 
 Example:
-    >>> from tools.full_size import FULL_SIZE_MODELS, estimate_bytes
+    >>> from bench.full_size import FULL_SIZE_MODELS, estimate_bytes
     >>> "stabilityai/stable-video-diffusion-img2vid-xt" in FULL_SIZE_MODELS
     True
     >>> round(estimate_bytes("stabilityai/stable-video-diffusion-img2vid-xt") / 2**30, 1)  # doctest: +SKIP
@@ -33,11 +33,11 @@ from typing import Any
 
 import torch
 
-from tools.tiny_models import cache_root
+from openmora.tiny_models import cache_root
 
 logger = logging.getLogger(__name__)
 
-CONFIGS = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "configs"
+CONFIGS = Path(__file__).resolve().parent / "configs"
 FULL_SIZE_VERSION = "v1"
 _SEED = 0
 _TRANSFORMERS_CONFIG = {
@@ -174,11 +174,11 @@ def build_component(rel: str, dtype: torch.dtype = torch.float16, device: str | 
 
 def _extra(kind: Any) -> Any:
     if kind == "clip":
-        from tools.tiny_models import _tokenizer
+        from openmora.tiny_models import _tokenizer
 
         return _tokenizer()
     if kind == "clip_image":
-        from tools.tiny_models import clip_image_processor
+        from openmora.tiny_models import clip_image_processor
 
         return clip_image_processor(224)
     return kind

@@ -7,7 +7,7 @@ image encoders, UNet/transformer, scheduler, VAE -- is the real code. A pipeline
 ``save_pretrained`` into the cache, and from then on loaded with ``from_pretrained`` like any real model.
 
 Example:
-    >>> from tools.tiny_models import ensure_tiny_model
+    >>> from openmora.tiny_models import ensure_tiny_model
     >>> path = ensure_tiny_model("text_to_image")  # doctest: +SKIP
     >>> (path / "model_index.json").exists()  # doctest: +SKIP
     True

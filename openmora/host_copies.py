@@ -13,7 +13,7 @@ of two that holds what is left) and only tensors larger than a chunk get their o
 to plain ``module.to`` for that module, as does any non-CUDA device.
 
 Example:
-    >>> from tools.host_copies import PinnedMover
+    >>> from openmora.host_copies import PinnedMover
     >>> mover = PinnedMover()
     >>> mover(unet, torch.device("cuda"))  # doctest: +SKIP
     >>> mover(unet, torch.device("cpu"))  # doctest: +SKIP
@@ -111,7 +111,7 @@ class HostPool:
 
 
 class PinnedMover:
-    """``mover(module, device)`` for :class:`tools.memory_manager.MemoryManager` through pinned host copies.
+    """``mover(module, device)`` for :class:`openmora.memory.MemoryManager` through pinned host copies.
 
     Args:
         host_available: returns the host's free bytes (None: unknown, pin anyway); tests pass their own.
@@ -119,7 +119,7 @@ class PinnedMover:
 
     def __init__(self, host_available: Callable[[], int | None] | None = None) -> None:
         if host_available is None:
-            from tools.memory_manager import host_available_bytes
+            from openmora.memory import host_available_bytes
 
             host_available = host_available_bytes
         self.host_available = host_available

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from tools import short_attention
+from openmora.speedups import short_attention
 
 SHORT_SEQUENCE = short_attention.MAX_TOKENS  # keys up to this length: the Triton kernel (or memory-efficient) on CUDA
 
@@ -36,7 +36,7 @@ def _default_processor() -> Any:
 class LeanAttnProcessor:
     """``AttnProcessor2_0`` with the shortcuts above; falls back to it for anything else.
 
-    ``short_kernel``: short self-attention through :mod:`tools.short_attention`'s Triton kernel (CUDA with Triton).
+    ``short_kernel``: short self-attention through :mod:`openmora.speedups.short_attention`'s Triton kernel (CUDA with Triton).
     ``fuse_qkv``: a self-attention's q, k, v projections as one GEMM (short sequences; ``fuse_long_qkv`` for long ones).
     """
 

@@ -1,0 +1,315 @@
+"""The command line: ``openmora run TASK ...``, ``openmora chat`` (also ``python -m openmora`` and
+``python orchestrator.py``). Exit codes: 0 done, 1 a model or run failure, 2 bad input, 130 interrupted."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from openmora.chat import ChatSession
+from openmora.engine import Orchestrator
+from openmora.errors import InputError, ModelLoadError, OpenMoraError
+from openmora.group_chat.plans import TASK_HELP, TASKS
+from openmora.group_chat.session import DEFAULT_MAX_TURNS, RunIncomplete
+from openmora.profiles import available_profiles
+
+
+# ----- command line -----------------------------------------------------------------------------------------------
+class _OneLineParser(argparse.ArgumentParser):
+    """argparse that reports a bad option in one line (and exit code 2) instead of usage + message."""
+
+    def error(self, message: str) -> None:  # noqa: D102
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _OneLineParser(
+        prog="openmora",
+        description="OpenMora: a team of AutoGen agents makes videos with diffusers pipelines (Mora's six tasks).",
+        epilog="Example: openmora run text-to-video --prompt 'a fox running through snow at dusk'",
+    )
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="log at INFO level (DEBUG with -vv)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_OneLineParser)
+    run = sub.add_parser(
+        "run",
+        help="run one task to a final MP4",
+        description="Run one task and write final.mp4, manifest.json and transcript.jsonl into the run folder.",
+        epilog="Tasks: " + "; ".join(f"{t}: {h}" for t, h in TASK_HELP.items()),
+    )
+    run.add_argument("task", choices=TASKS, metavar="TASK", help=f"one of: {', '.join(TASKS)}")
+    run.add_argument("--prompt", help="what to make, or for edit the instruction (required by text-to-video and edit)")
+    run.add_argument("--image", help="input image (PNG/JPEG/WebP) for image-to-video or digital-world")
+    run.add_argument(
+        "--video",
+        action="append",
+        default=[],
+        help="input video; extend/edit/digital-world take one, connect takes two",
+    )
+    run.add_argument(
+        "--profile",
+        default="tiny",
+        help=f"model profile: {', '.join(available_profiles())} or a YAML file (default: tiny, the embedded models)",
+    )
+    fast_help = "opt-in fast mode: the profile's faster, output-changing settings (fewer steps, caches, fp8 weights)"
+    run.add_argument("--fast", action="store_true", help=fast_help)
+    run.add_argument("--out", help="run folder to create (new or empty); default: runs/<time>-<task>-<id>")
+    run.add_argument(
+        "--seed", type=int, default=0, help="base random seed; same seed and inputs give the same frames (default 0)"
+    )
+    run.add_argument(
+        "--segments",
+        type=int,
+        help="image-to-video segments chained on the last frame (default: the profile's, 1 for extend)",
+    )
+    run.add_argument(
+        "--llm",
+        default=os.environ.get("OPENMORA_LLM", "none"),
+        help="the planner and agents' LLM: none (the task's fixed plan, default), local (embedded Qwen2.5-Coder-1.5B), "
+        "local-small (0.5B), openai (OPENMORA_OPENAI_MODEL, OPENAI_API_KEY, OPENMORA_OPENAI_BASE_URL), replay:FILE",
+    )
+    run.add_argument(
+        "--max-turns", type=int, default=DEFAULT_MAX_TURNS, help="group chat turn limit (default %(default)s)"
+    )
+    chat = sub.add_parser(
+        "chat",
+        help="talk with the team: a request, then revisions ('darker', 'extend it by two seconds')",
+        description="Interactive session. Type a request; when the video is made, type revisions: only what depends on "
+        "the change re-runs. Commands: /image PATH and /video PATH attach inputs before the first request, /status "
+        "lists the artifacts, /quit ends. Ctrl-C leaves a consistent run folder: continue it with --resume RUN_DIR.",
+    )
+    chat.add_argument(
+        "--llm", default=os.environ.get("OPENMORA_LLM", "local"), help="as for run (default: local, the embedded LLM)"
+    )
+    chat.add_argument("--profile", default="tiny", help="model profile (default: tiny)")
+    chat.add_argument("--fast", action="store_true", help=fast_help)
+    chat.add_argument("--out", help="run folder to create (new or empty)")
+    chat.add_argument("--resume", metavar="RUN_DIR", help="continue an earlier chat's run folder")
+    chat.add_argument("--task", choices=TASKS, metavar="TASK", help="the first request's task (default: inferred)")
+    chat.add_argument("--image", help="input image for the first request")
+    chat.add_argument("--video", action="append", default=[], help="input video(s) for the first request")
+    chat.add_argument("--seed", type=int, default=0, help="base random seed (default 0)")
+    chat.add_argument("--segments", type=int, help="image-to-video segments for the first request")
+    chat.add_argument("--max-turns", type=int, default=DEFAULT_MAX_TURNS, help="group chat turn limit per request")
+    return parser
+
+
+class _CliProgress:
+    """Renders events in the terminal: one line per transcript event, live bars for loading, denoising, encoding."""
+
+    def __init__(self) -> None:
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+        self.console = Console(stderr=True)
+        self.progress = Progress(
+            SpinnerColumn(),
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=self.console,
+            transient=True,
+        )
+        self.tasks: dict[str, Any] = {}
+
+    def __enter__(self) -> _CliProgress:
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.progress.__exit__(*exc)
+
+    def _bar(self, key: str, description: str, total: int | None) -> None:
+        if key in self.tasks:
+            self.progress.remove_task(self.tasks.pop(key))
+        self.tasks[key] = self.progress.add_task(description, total=total)
+
+    def _done(self, key: str) -> None:
+        if key in self.tasks:
+            self.progress.remove_task(self.tasks.pop(key))
+
+    def __call__(self, event: dict) -> None:
+        kind = event.get("type")
+        if kind == "load":
+            key = f"load:{event['role']}"
+            if event["phase"] == "start":
+                self._bar(key, f"loading {event['role']} ({event['model']})", None)
+            else:
+                self._done(key)
+                self.console.print(f"  loaded {event['role']} in {event['seconds']:.1f}s", style="dim")
+        elif kind == "progress":
+            key = f"gen:{event['stage']}"
+            if event["step"] == 0:
+                self._bar(key, f"{event['stage']}: denoising", event["total"] or None)
+            elif key in self.tasks:
+                self.progress.update(self.tasks[key], completed=event["step"])
+                if event["step"] >= event["total"]:
+                    self._done(key)
+        elif kind == "encode":
+            key = f"enc:{event['id']}"
+            if event["phase"] == "start":
+                self._bar(key, f"encoding {event['id']} ({event['frames']} frames)", None)
+            else:
+                self._done(key)
+        elif kind == "transcript":
+            e = event["event"]
+            if e["type"] == "message":
+                self.console.print(f"[{e['step']}] {e['agent']}: {e.get('text', '')}")
+            elif e["type"] == "planner":
+                how = (
+                    "plan fallback"
+                    if e.get("fallback_used")
+                    else ("LLM" if e.get("raw_choice") is not None else "plan")
+                )
+                self.console.print(
+                    f"[{e['step']}] planner -> {e['chosen']} ({how}; candidates {', '.join(e['candidates'])})",
+                    style="cyan",
+                )
+            elif e["type"] == "tool_call" and e.get("error"):
+                self.console.print(f"[{e['step']}] {e['agent']}: {e['tool']} failed: {e['error']}", style="red")
+            elif e["type"] == "tool_call":
+                arrow = f"{', '.join(e['inputs']) or '-'} -> {', '.join(e['outputs']) or '-'}"
+                self.console.print(f"[{e['step']}] {e['agent']}: {e['tool']} {arrow} ({e['seconds']:.1f}s)")
+                if e.get("result"):
+                    self.console.print(f"     {e['result']}", style="dim")
+            elif e["type"] == "note":
+                self.console.print(f"     note: {e['text']}", style="yellow")
+
+
+def _configure_logging(verbosity: int) -> None:
+    level = logging.WARNING if verbosity == 0 else logging.INFO if verbosity == 1 else logging.DEBUG
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    # AutoGen warns on every token count of a tool call; our transcript already says what happened.
+    logging.getLogger("autogen_core").setLevel(max(level, logging.ERROR))
+    logging.getLogger("autogen_core.events").setLevel(max(level, logging.ERROR))
+    try:
+        import diffusers
+        import transformers
+
+        diffusers.utils.logging.disable_progress_bar()
+        transformers.utils.logging.disable_progress_bar()
+        diffusers.utils.logging.set_verbosity_error()
+        transformers.utils.logging.set_verbosity_error()
+    except ImportError:  # pragma: no cover - both are requirements
+        pass
+
+
+def _infer_task(text: str, image: str | None, videos: list[str]) -> str:
+    t = text.lower()
+    if image:
+        return "digital-world" if "digital world" in t or "minecraft" in t else "image-to-video"
+    if len(videos) >= 2:
+        return "connect"
+    if len(videos) == 1:
+        return "extend" if any(w in t for w in ("extend", "continue", "longer")) else "edit"
+    return "digital-world" if "digital world" in t or "minecraft" in t else "text-to-video"
+
+
+async def _chat(args: argparse.Namespace, orch: Orchestrator, console: Any) -> int:
+    """The interactive loop: a thin front end over ChatSession."""
+    image, videos = args.image, list(args.video)
+    if args.resume:
+        session = await ChatSession.resume(orch, args.resume)
+        console.print(
+            f"resumed {session.run_dir}" + (f": video {session.result.final_video}" if session.result else "")
+        )
+    else:
+        session = orch.chat_session()
+    console.print("Type a request (or /help). Ctrl-D or /quit ends.", style="dim")
+    while True:
+        try:
+            line = (await asyncio.to_thread(input, "you> ")).strip()
+        except EOFError:
+            return 0
+        if not line:
+            continue
+        if line.startswith("/"):
+            cmd, _, rest = line.partition(" ")
+            if cmd in ("/quit", "/exit"):
+                return 0
+            if cmd == "/image":
+                image = rest.strip() or None
+            elif cmd == "/video":
+                videos.append(rest.strip())
+            elif cmd == "/status" and session.store:
+                for art in session.store.artifacts():
+                    console.print(f"  {art.summary()}")
+            else:
+                console.print(
+                    "commands: /image PATH, /video PATH, /status, /quit; anything else is a request", style="dim"
+                )
+            continue
+        try:
+            if session.result is None and session.state is None:
+                task = args.task or _infer_task(line, image, videos)
+                console.print(f"task: {task}", style="dim")
+                result = await session.start(
+                    task, prompt=line, image=image, videos=videos, seed=args.seed, segments=args.segments, out=args.out
+                )
+            else:
+                result = await session.revise(line)
+        except InputError as err:
+            console.print(f"error: {err}", style="red")
+            continue
+        except RunIncomplete as err:
+            console.print(f"incomplete: {err}", style="red")
+            continue
+        console.print(f"video: {result.final_video}", style="green")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    _configure_logging(args.verbose)
+    try:
+        progress = _CliProgress()
+        orch = Orchestrator(
+            profile=args.profile, llm=args.llm, on_event=progress, max_turns=args.max_turns, fast=args.fast
+        )
+        if args.command == "chat":
+            with progress:
+                return asyncio.run(_chat(args, orch, progress.console))
+        with progress:
+            result = orch.run(
+                args.task,
+                prompt=args.prompt,
+                image=args.image,
+                videos=args.video,
+                seed=args.seed,
+                segments=args.segments,
+                out=args.out,
+            )
+    except InputError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except (ModelLoadError, OpenMoraError, RunIncomplete) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(
+            "interrupted: the run folder records what was done; continue it with `openmora chat --resume RUN_DIR`",
+            file=sys.stderr,
+        )
+        return 130
+    t = result.timings
+    print(
+        f"done in {t['wall_s']:.1f}s (load {t['load_s']:.1f}s, generate {t['generate_s']:.1f}s, "
+        f"waiting for encodes {t['encode_wait_s']:.1f}s of {t['encode_s']:.1f}s encoding, llm {t['llm_s']:.1f}s, "
+        f"other {t['other_s']:.1f}s)",
+        file=sys.stderr,
+    )
+    print(result.final_video)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
