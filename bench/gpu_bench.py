@@ -43,10 +43,13 @@ import torch
 
 from bench.ablation import rel_err, sync
 from openmora.profiles import load_profile
+from openmora.runtime import Runtime
 
 ROOT = Path(__file__).resolve().parent.parent
 
 log = logging.getLogger("bench")
+# One runtime for the whole bench process: phases reuse (or clear) the pipelines that earlier phases loaded.
+RUNTIME = Runtime()
 # phases that build their own modules; the others need the saved full-size pipelines
 SELF_BUILT_PHASES = {"ablation", "vae", "convs", "wan_cfg"}
 TASKS = ("text-to-video", "image-to-video", "extend", "edit", "digital-world", "connect")
@@ -267,15 +270,15 @@ def run_openmora(
     keep_loaded: bool = False,
 ) -> dict:
     from openmora import Orchestrator
-    from openmora.loader import PipelineLoader, clear_cache
+    from openmora.loader import PipelineLoader
 
     if not keep_loaded:  # the fast phase reuses the optimized phase's (compiled) pipelines where only params differ
-        clear_cache()
+        RUNTIME.clear()
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
     results: dict[str, Any] = {}
-    loader = PipelineLoader(profile)
+    loader = PipelineLoader(profile, runtime=RUNTIME)
     needed = {
         "text-to-video": [("text_to_image", "main"), ("text_to_image", "refiner"), ("image_to_video", "main")],
         "image-to-video": [("image_to_video", "main")],
@@ -309,7 +312,7 @@ def run_openmora(
                     log.info("%s: %s loaded in %.1fs, warmed in %.1fs", label, stage, load_s[stage], warm_s[stage])
             timer.reset()
             reset_peak()
-            orch = Orchestrator(profile=profile, llm="none", runs_dir=Path(args.out) / f"runs-{label}")
+            orch = Orchestrator(profile=profile, llm="none", runs_dir=Path(args.out) / f"runs-{label}", runtime=RUNTIME)
             moves0 = _manager_moves()
             t = time.perf_counter()
             res = orch.run(task, seed=0, **task_kwargs(task, inputs, profile.segments))
@@ -669,7 +672,7 @@ def run_precision(profile_opt: Any, args: argparse.Namespace) -> dict:
     """Final latents of each Mora stage at Mora's settings: fp32 (TF32 off), fp16 as Mora, optimized."""
     from PIL import Image
 
-    from openmora.loader import PipelineLoader, clear_cache
+    from openmora.loader import PipelineLoader
 
     res: dict[str, Any] = {}
     w, h = profile_opt.width, profile_opt.height
@@ -733,7 +736,7 @@ def run_precision(profile_opt: Any, args: argparse.Namespace) -> dict:
 
     def stage_pipes(profile: Any) -> dict[str, Any]:
         """The asked-for stages' pipelines through OpenMora's loader (cached: loaded once per configuration)."""
-        loader = PipelineLoader(profile)
+        loader = PipelineLoader(profile, runtime=RUNTIME)
         pipes = {}
         for role, part, name in (
             ("text_to_image", "main", "sdxl_base"),
@@ -762,7 +765,7 @@ def run_precision(profile_opt: Any, args: argparse.Namespace) -> dict:
     got_fast = {k: v.cpu() for k, v in calls(fast, fast_profile).items()}
     res["fast_s"] = time.perf_counter() - t
     fast.clear()
-    clear_cache()
+    RUNTIME.clear()
     gc.collect()
     torch.cuda.empty_cache() if dev == "cuda" else None
     # 2. fp16 as Mora (eager, no speedups) and 3. fp32 reference, one pipeline at a time.

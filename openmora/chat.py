@@ -11,7 +11,7 @@ import os
 import shutil
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -96,8 +96,9 @@ class ChatSession:
     a new animation reuses the image. Every result is recorded; ``final.mp4`` is always the latest.
     """
 
-    def __init__(self, orchestrator: Orchestrator) -> None:
+    def __init__(self, orchestrator: Orchestrator, on_event: Callable[[dict], None] | None = None) -> None:
         self.orch = orchestrator
+        self._on_event = on_event  # this session's own listener (run_stream's queue), besides the orchestrator's
         self.store: ArtifactStore | None = None
         self.transcript: Transcript | None = None
         self.ctx: ToolContext | None = None
@@ -114,13 +115,15 @@ class ChatSession:
     def _emit(self, event: dict) -> None:
         if self.orch.on_event:
             self.orch.on_event(event)
+        if self._on_event:
+            self._on_event(event)
 
     def _open(self, out: Path, meta: dict | None) -> None:
         profile = self.orch.profile
         self.store = ArtifactStore(out, meta=meta)
         self.store.on_event = self._emit
         self.transcript = Transcript(out / "transcript.jsonl", on_event=self._emit)
-        loader = PipelineLoader(profile, on_event=self._emit)
+        loader = PipelineLoader(profile, on_event=self._emit, runtime=self.orch.runtime)
         seed = int(self.store.meta.get("seed", 0))
         self.ctx = ToolContext(store=self.store, loader=loader, profile=profile, seed=seed, on_event=self._emit)
         # Tool calls after a resume must not reuse the seeds of calls already made.

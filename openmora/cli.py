@@ -17,6 +17,7 @@ from openmora.errors import InputError, ModelLoadError, OpenMoraError
 from openmora.group_chat.plans import TASK_HELP, TASKS
 from openmora.group_chat.session import DEFAULT_MAX_TURNS, RunIncomplete
 from openmora.profiles import available_profiles
+from openmora.settings import current
 
 
 # ----- command line -----------------------------------------------------------------------------------------------
@@ -68,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--llm",
-        default=os.environ.get("OPENMORA_LLM", "none"),
+        default=current().llm or "none",
         help="the planner and agents' LLM: none (the task's fixed plan, default), local (embedded Qwen2.5-Coder-1.5B), "
         "local-small (0.5B), openai (OPENMORA_OPENAI_MODEL, OPENAI_API_KEY, OPENMORA_OPENAI_BASE_URL), replay:FILE",
     )
@@ -82,9 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
         "the change re-runs. Commands: /image PATH and /video PATH attach inputs before the first request, /status "
         "lists the artifacts, /quit ends. Ctrl-C leaves a consistent run folder: continue it with --resume RUN_DIR.",
     )
-    chat.add_argument(
-        "--llm", default=os.environ.get("OPENMORA_LLM", "local"), help="as for run (default: local, the embedded LLM)"
-    )
+    chat.add_argument("--llm", default=current().llm or "local", help="as for run (default: local, the embedded LLM)")
     chat.add_argument("--profile", default="tiny", help="model profile (default: tiny)")
     chat.add_argument("--fast", action="store_true", help=fast_help)
     chat.add_argument("--out", help="run folder to create (new or empty)")

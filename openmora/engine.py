@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -20,9 +19,9 @@ from openmora.chat import ChatSession, RunResult
 from openmora.group_chat.session import DEFAULT_MAX_TURNS
 from openmora.llm.clients import TimedClient, check_llm_spec, make_llm_client
 from openmora.profiles import Profile, fast_variant, load_profile
+from openmora.runtime import Runtime
 
 logger = logging.getLogger("openmora")
-DEFAULT_RUNS_DIR = Path(os.environ.get("OPENMORA_RUNS", "runs"))
 
 __all__ = ["ChatSession", "Orchestrator", "RunResult"]
 
@@ -36,6 +35,8 @@ class Orchestrator:
         runs_dir: where run folders go when ``run(out=...)`` is not given.
         on_event: called with every event (transcript lines, model loading, denoising progress, encoding, chat).
         max_turns: the group chat's turn limit per request.
+        runtime: owns loaded pipelines, memory managers and torch settings; default: a new one for this
+            orchestrator. Share one between orchestrators to share their pipelines and GPU budget.
         fast: the opt-in fast mode: each role's ``fast`` overrides (fewer steps, diffusers caches, fp8 weights).
             It changes the output; bench/SPEED_NOTES.md gives its error against an fp32 reference.
 
@@ -54,12 +55,14 @@ class Orchestrator:
         on_event: Callable[[dict], None] | None = None,
         max_turns: int = DEFAULT_MAX_TURNS,
         fast: bool = False,
+        runtime: Runtime | None = None,
     ) -> None:
         self.profile = profile if isinstance(profile, Profile) else load_profile(profile)
         if fast:
             self.profile = fast_variant(self.profile)
         self.llm = check_llm_spec(llm)
-        self.runs_dir = Path(runs_dir) if runs_dir else DEFAULT_RUNS_DIR
+        self.runtime = runtime if runtime is not None else Runtime()
+        self.runs_dir = Path(runs_dir) if runs_dir else self.runtime.settings.runs_dir
         self.on_event = on_event
         self.max_turns = max_turns
         self.story_overlap = True  # stories: overlap shot k+1's image with shot k's video (False: one at a time)
@@ -105,13 +108,15 @@ class Orchestrator:
         seed: int = 0,
         segments: int | None = None,
         out: str | Path | None = None,
+        on_event: Callable[[dict], None] | None = None,
     ) -> RunResult:
         """Run one task to its final video.
 
         Inputs are checked before anything is written: bad input raises :class:`InputError` and leaves ``out``
         untouched. Images and videos of any ordinary size are fitted to the profile's size (the transcript says how).
+        ``on_event`` hears this run's events only (besides the orchestrator's ``on_event``, which hears every run).
         """
-        session = ChatSession(self)
+        session = ChatSession(self, on_event=on_event)
         return await session.start(
             task, prompt=prompt, image=image, videos=videos, seed=seed, segments=segments, out=out
         )
@@ -126,15 +131,12 @@ class Orchestrator:
         """
         queue: asyncio.Queue = asyncio.Queue()
         loop = asyncio.get_running_loop()
-        user_callback = self.on_event
 
-        def push(event: dict) -> None:
-            if user_callback:
-                user_callback(event)
+        def push(event: dict) -> None:  # tools emit from worker threads too
             loop.call_soon_threadsafe(queue.put_nowait, event)
 
-        self.on_event = push
-        job = asyncio.ensure_future(self.arun(task, **kwargs))
+        # The queue listens to this run alone: two streams on one orchestrator each see their own run's events.
+        job = asyncio.ensure_future(self.arun(task, on_event=push, **kwargs))
         try:
             while not (job.done() and queue.empty()):
                 getter = asyncio.ensure_future(queue.get())
@@ -145,7 +147,6 @@ class Orchestrator:
                     getter.cancel()
             yield {"type": "result", "result": job.result()}
         finally:
-            self.on_event = user_callback
             if not job.done():
                 job.cancel()
 

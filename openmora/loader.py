@@ -1,8 +1,8 @@
 """The one loader of diffusion pipelines: lazy, once per process, with device, dtype and thread policy.
 
 Every tool asks ``loader.get(role)``; the first ask loads the role's pipeline with ``from_pretrained`` (the tiny
-models are first built into the cache, then loaded the same way), later asks return the same object, across runs in
-the same process too. Device ``auto`` means CUDA when present, else CPU; dtype ``auto`` means float16 on CUDA and
+models are first built into the cache, then loaded the same way), later asks return the same object, across runs
+that share the loader's :class:`~openmora.runtime.Runtime` too. Device ``auto`` means CUDA when present, else CPU; dtype ``auto`` means float16 on CUDA and
 float32 on CPU. A pipeline is either moved to its device or set to CPU offload, never both.
 
 Example:
@@ -16,10 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
-import threading
 import time
-from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -27,35 +24,11 @@ import torch
 
 from openmora.errors import InputError, ModelLoadError
 from openmora.profiles import Profile, RoleConfig
+from openmora.runtime import Runtime
 
 logger = logging.getLogger(__name__)
 
-_CACHE: dict[tuple, Any] = {}
-_LOCK = threading.RLock()
-# How many times each (class, model, dtype, device...) key was actually loaded in this process.
-LOAD_COUNTS: Counter = Counter()
-_THREADS_SET = False
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-
-
-def configure_torch_threads() -> int:
-    """Set torch's CPU thread count once per process, from ``$OPENMORA_TORCH_THREADS`` or half the cores.
-
-    On small shared machines more threads than cores-under-load was 10-50x slower, so the default is conservative.
-    """
-    global _THREADS_SET
-    env = os.environ.get("OPENMORA_TORCH_THREADS")
-    if env:
-        try:
-            n = int(env)
-        except ValueError:
-            raise InputError(f"OPENMORA_TORCH_THREADS must be a whole number, got {env!r}") from None
-    else:
-        n = max(1, (os.cpu_count() or 2) // 2)
-    if not _THREADS_SET or torch.get_num_threads() != n:
-        torch.set_num_threads(max(1, n))
-        _THREADS_SET = True
-    return torch.get_num_threads()
 
 
 def resolve_device(device: str) -> torch.device:
@@ -98,18 +71,21 @@ def _pipeline_class(name: str):
 
 
 class PipelineLoader:
-    """Loads the pipelines of one profile on first use and keeps them for the process.
+    """Loads the pipelines of one profile on first use and keeps them in its runtime.
 
     Args:
         profile: the profile whose roles to load.
         on_event: called with ``{"type": "load", ...}`` dicts when loading starts and ends (for progress display).
+        runtime: where loaded pipelines and memory managers live; default: a new one of this loader's own.
     """
 
-    def __init__(self, profile: Profile, on_event: Callable[[dict], None] | None = None) -> None:
+    def __init__(
+        self, profile: Profile, on_event: Callable[[dict], None] | None = None, runtime: Runtime | None = None
+    ) -> None:
         self.profile = profile
         self.on_event = on_event
+        self.runtime = runtime if runtime is not None else Runtime()
         self.load_seconds = 0.0
-        configure_torch_threads()
 
     def device_for(self, role: str) -> torch.device:
         cfg = self.profile.role(role)
@@ -149,9 +125,12 @@ class PipelineLoader:
             repr(cfg.cache),
             cfg.storage_dtype,
         )
-        with _LOCK:
-            pipe = _CACHE.get(key)
+        rt = self.runtime
+        with rt.lock:
+            pipe = rt.pipelines.get(key)
             if pipe is None:
+                if not rt.load_counts:
+                    rt.configure_torch()
                 shared = {}
                 if part == "refiner":
                     base = self.get(role)
@@ -162,8 +141,8 @@ class PipelineLoader:
                         if getattr(base, name, None) is not None
                     }
                 pipe = self._load(role, cfg, device, dtype, shared, key)
-                _CACHE[key] = pipe
-                LOAD_COUNTS[key] += 1
+                rt.pipelines[key] = pipe
+                rt.load_counts[key] += 1
             manager = self._manager(device)
             if manager is not None and key in manager.units:
                 return manager.activate(key)
@@ -173,9 +152,7 @@ class PipelineLoader:
         """The device's memory manager, or None where pipelines are simply moved (CPU without a budget)."""
         if device.type != "cuda" and self.profile.vram_budget_gb is None:
             return None
-        from openmora.memory import manager_for
-
-        return manager_for(device, self.profile.vram_budget_gb)
+        return self.runtime.manager_for(device, self.profile.vram_budget_gb)
 
     def _load(
         self, role: str, cfg: RoleConfig, device: torch.device, dtype: torch.dtype, shared: dict, key: tuple = ()
@@ -526,24 +503,3 @@ def compile_regions(module: torch.nn.Module) -> None:
         return
     for block in blocks:
         block.compile(dynamic=False)
-
-
-def clear_cache() -> None:
-    """Forget every loaded pipeline (frees memory; the next ``get`` loads again)."""
-    from openmora.memory import reset_managers
-
-    with _LOCK:
-        _CACHE.clear()
-        reset_managers()
-    if "torch._dynamo" in sys.modules:
-        # Drop the compiled code of the dropped pipelines too: on the H100 a Wan loaded again after clear_cache ran
-        # eager (88 s instead of 69 s) until dynamo was reset; reset, it compiled again from inductor's cache in 4 s.
-        torch._dynamo.reset()
-    if torch.cuda.is_available():
-        import gc
-
-        gc.collect()  # pinned host copies of dropped pipelines go back to torch's host cache...
-        empty_host = getattr(torch._C, "_host_emptyCache", None)
-        if empty_host is not None:
-            empty_host()  # ...and from there to the OS
-        torch.cuda.empty_cache()

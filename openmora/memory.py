@@ -28,7 +28,6 @@ Example:
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 import weakref
@@ -105,8 +104,8 @@ class MemoryManager:
         budget_bytes: memory the units' weights plus the active unit's reserve may use.
         device: the device the units run on (``cuda:N``; ``cpu`` in tests, where moves are no-ops).
         mover: ``mover(module, device)`` moves one module; tests pass a recorder. Default on CUDA: through pinned
-            host copies (:class:`openmora.host_copies.PinnedMover`; ``OPENMORA_PINNED_EVICTIONS=0`` turns that off),
-            elsewhere ``module.to(device)``.
+            host copies (:class:`openmora.host_copies.PinnedMover`), elsewhere ``module.to(device)``.
+        pinned: ``False`` evicts to plain host memory instead (the runtime passes ``OPENMORA_PINNED_EVICTIONS``).
     """
 
     def __init__(
@@ -114,10 +113,11 @@ class MemoryManager:
         budget_bytes: int,
         device: str | torch.device,
         mover: Callable[[torch.nn.Module, torch.device], None] | None = None,
+        pinned: bool = True,
     ) -> None:
         self.budget = int(budget_bytes)
         self.device = torch.device(device)
-        if mover is None and self.device.type == "cuda" and os.environ.get("OPENMORA_PINNED_EVICTIONS", "1") != "0":
+        if mover is None and self.device.type == "cuda" and pinned:
             from openmora.host_copies import PinnedMover
 
             mover = PinnedMover()
@@ -423,10 +423,6 @@ def host_available_bytes() -> int | None:
 
 
 # ----- budgets and placement over several GPUs -------------------------------------------------------------------
-_MANAGERS: dict[str, MemoryManager] = {}
-_MANAGERS_LOCK = threading.Lock()
-
-
 def card_budget_bytes(device: torch.device, budget_gb: float | None) -> int:
     """The budget on ``device``: the configured GB, else the card's total memory less :data:`CARD_MARGIN_GB`."""
     if budget_gb is not None:
@@ -435,38 +431,6 @@ def card_budget_bytes(device: torch.device, budget_gb: float | None) -> int:
         total = torch.cuda.get_device_properties(device).total_memory
         return int(total - CARD_MARGIN_GB * GB)
     return 1 << 62  # CPU: no budget
-
-
-def manager_for(device: torch.device, budget_gb: float | None) -> MemoryManager:
-    """The process-wide manager of ``device`` (one per device, like the loader's pipeline cache).
-
-    A later call with another budget changes the budget (a profile switch in the same process)."""
-    key = str(device)
-    with _MANAGERS_LOCK:
-        mm = _MANAGERS.get(key)
-        budget = card_budget_bytes(device, budget_gb)
-        if mm is None:
-            mm = _MANAGERS[key] = MemoryManager(budget, device)
-        mm.budget = budget
-        return mm
-
-
-def reset_managers() -> None:
-    """Forget every manager (the loader's ``clear_cache`` calls it), moving every resident pipeline to the CPU first.
-
-    Dropping the loader's references is not enough to free the GPU: a finished run's objects or compiled graphs can
-    still reference a pipeline (seen on the H100: 62 GB stayed allocated after ``clear_cache``). Evicted, such a
-    pipeline holds host memory only, and its CUDA-graph pools are released."""
-    with _MANAGERS_LOCK:
-        managers = list(_MANAGERS.values())
-        _MANAGERS.clear()
-    for mm in managers:
-        # No new pinned copies: pinning memory for pipelines on their way out would only hold host RAM locked.
-        if hasattr(mm.mover, "pin_new"):
-            mm.mover.pin_new = False
-        mm.evict_all()
-        for key in list(mm.units):  # group-offloaded units: their top-level parts leave the GPU too
-            mm.release_kept(key)
 
 
 def reserve_bytes(pipeline_class: str, reserve_gb: float | None) -> int:

@@ -25,6 +25,8 @@ from typing import Any
 
 from IPython.display import HTML, display
 
+from openmora.settings import current
+
 MANIFEST = "manifest.json"
 TRANSCRIPT = "transcript.jsonl"
 # Embedding a file grows the notebook by 4/3 of its size: past this, show where the file is instead.
@@ -79,7 +81,7 @@ def _existing(path: str | Path) -> Path:
 
 
 def _runs_dirs() -> list[Path]:
-    env = os.environ.get("OPENMORA_RUNS")
+    env = os.environ.get("OPENMORA_RUNS")  # only whether it is set: settings.runs_dir always has a value
     dirs = [_existing(env)] if env else [Path("runs"), _existing("runs")]
     unique: list[Path] = []
     for d in dirs:
@@ -98,7 +100,7 @@ def find_run(path: str | Path | None = None) -> Path:
         >>> find_run("runs/20261123-201500-text-to-video-1a2b")  # doctest: +SKIP
         PosixPath('/work/main/runs/20261123-201500-text-to-video-1a2b')
     """
-    given = path if path is not None else os.environ.get("OPENMORA_RUN") or None
+    given = path if path is not None else current().replay_run
     if given is not None:
         source = "argument" if path is not None else "OPENMORA_RUN"
         run_dir = _existing(given)

@@ -27,15 +27,11 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from openmora.errors import InputError
+from openmora.settings import current
 
 logger = logging.getLogger(__name__)
 
 MIN_SIDE = 16
-# libx264 threads: 0 lets ffmpeg use every core (x264's output does not depend on scheduling).
-ENCODE_THREADS = int(os.environ.get("OPENMORA_ENCODE_THREADS", "0"))
-# Background encoders run this much nicer than the rest of the process, so that x264 on every core cannot starve the
-# host work that feeds the GPU next (a guard: on the H100 host it measured no change, bench/SPEED_NOTES.md row 33).
-ENCODE_NICE = int(os.environ.get("OPENMORA_ENCODE_NICE", "10"))
 MAX_SIDE = 8192
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 
@@ -218,6 +214,12 @@ class FrameSink:
         self.fps = fps
         self.settings = dict(codec=codec, preset=preset, ffmpeg_params=params, pixel_format=pixel_format)
         self.tmp = self.path.with_name(f".{self.path.stem}.{uuid.uuid4().hex[:8]}.tmp{self.path.suffix}")
+        settings = current()
+        # libx264 threads: 0 lets ffmpeg use every core (x264's output does not depend on scheduling).
+        self.threads = settings.encode_threads
+        # Background encoders run this much nicer than the rest of the process, so that x264 on every core cannot
+        # starve the host work that feeds the GPU next (a guard: on an H100 host it measured no change).
+        self.nice = settings.encode_nice
         self.frames = 0
         self.seconds = 0.0  # time spent writing frames and finishing the file (the encoder's wall time)
         self._writer: Any = None
@@ -257,7 +259,7 @@ class FrameSink:
             self._close(ok=False)
 
     def _drain(self) -> None:
-        lower_thread_priority(ENCODE_NICE)  # the ffmpeg started from this thread inherits it
+        lower_thread_priority(self.nice)  # the ffmpeg started from this thread inherits it
         ok = False
         try:
             while (item := self._queue.get()) is not None and item is not _ABORT:
@@ -282,7 +284,7 @@ class FrameSink:
 
                 h, w = frames.shape[1:3]
                 self._writer = FFMPEG_VideoWriter(
-                    str(self.tmp), size=(w, h), fps=self.fps, threads=ENCODE_THREADS, **self.settings
+                    str(self.tmp), size=(w, h), fps=self.fps, threads=self.threads, **self.settings
                 )
             for frame in frames:
                 self._writer.write_frame(frame)

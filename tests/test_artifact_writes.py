@@ -132,5 +132,5 @@ def test_encoders_run_nicer_than_the_thread_that_feeds_the_gpu(tmp_path: Path, m
     sink = FrameSink(tmp_path / "a.mp4", 7, **video_io.MP4_SETTINGS)
     sink.put(_frames(3))
     sink.finish()
-    assert calls == [("encode-a.mp4", video_io.ENCODE_NICE)] and video_io.ENCODE_NICE > 0
+    assert calls == [("encode-a.mp4", sink.nice)] and sink.nice == 10  # the default OPENMORA_ENCODE_NICE
     assert read_frames(tmp_path / "a.mp4").shape == (3, 48, 64, 3)

@@ -14,6 +14,7 @@ from openmora.cli import main
 from openmora.errors import InputError, ModelLoadError
 from openmora.loader import PipelineLoader
 from openmora.profiles import fast_variant, load_profile, profile_from_dict
+from openmora.runtime import Runtime
 
 torch.set_num_threads(1)
 
@@ -56,7 +57,7 @@ def test_fast_text_to_video_runs_fewer_steps_same_length(tmp_path: Path):
 def test_fast_connect_installs_first_block_cache(tmp_path: Path, media: dict):
     orch = Orchestrator(profile="tiny", fast=True)
     r = orch.run("connect", videos=[media["video_a"], media["video_b"]], out=tmp_path / "c")
-    pipe = PipelineLoader(orch.profile).get("connect_frames")
+    pipe = PipelineLoader(orch.profile, runtime=orch.runtime).get("connect_frames")
     assert pipe.transformer.is_cache_enabled
     hooks = {n for block in pipe.transformer.blocks for n in block._diffusers_hook.hooks}
     assert {"fbc_leader_block_hook", "fbc_block_hook"} <= hooks
@@ -130,17 +131,16 @@ def test_profile_file_can_turn_fast_on_and_round_trips(tmp_path: Path):
 def test_compile_is_left_off_while_a_cache_is_on():
     """First Block Cache decides on the host, per step, whether the other blocks run: a compiled block graph cannot
     hold that, so the fast mode drops the role's regional compile (mora's Wan) and keeps it otherwise."""
-    from openmora.loader import clear_cache
-
     assert "compile" in load_profile("mora").roles["connect_frames"].speedups
     normal, fast = load_profile("tiny"), fast_variant(load_profile("tiny"))
     for profile in (normal, fast):
         profile.roles["connect_frames"].speedups = ["compile"]
+    rt = Runtime()
     try:
-        compiled = PipelineLoader(normal).get("connect_frames").transformer
+        compiled = PipelineLoader(normal, runtime=rt).get("connect_frames").transformer
         assert all(hasattr(b.forward, "_torchdynamo_orig_callable") for b in compiled.blocks)
-        cached = PipelineLoader(fast).get("connect_frames").transformer
+        cached = PipelineLoader(fast, runtime=rt).get("connect_frames").transformer
         assert cached.is_cache_enabled
         assert not any(hasattr(b.forward, "_torchdynamo_orig_callable") for b in cached.blocks)
     finally:
-        clear_cache()
+        rt.clear()

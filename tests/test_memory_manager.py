@@ -115,9 +115,8 @@ def test_shared_modules_counted_once_and_not_evicted_under_a_user():
     assert id(base.unet) in moved
 
 
-def test_clear_cache_moves_every_resident_pipeline_off_the_device():
-    from openmora import memory as memory_manager
-    from openmora.loader import clear_cache
+def test_runtime_clear_moves_every_resident_pipeline_off_the_device():
+    from openmora.runtime import Runtime
 
     base, video = _tiny("text_to_image"), _tiny("image_to_video")
     moved: list[int] = []
@@ -126,9 +125,10 @@ def test_clear_cache_moves_every_resident_pipeline_off_the_device():
     mm.add("video", video, 0)
     mm.activate("base")
     mm.activate("video")
-    memory_manager._MANAGERS["cuda:0"] = mm
-    clear_cache()  # the pipelines stay referenced here, as a finished run's objects can keep them
-    assert "cuda:0" not in memory_manager._MANAGERS
+    rt = Runtime()
+    rt._managers[("cuda:0", None)] = mm
+    rt.clear()  # the pipelines stay referenced here, as a finished run's objects can keep them
+    assert rt.managers() == []
     assert mm.resident_keys() == []
     assert sorted(moved) == sorted(id(m) for p in (base, video) for m in pipeline_modules(p).values())
 
@@ -170,28 +170,39 @@ def test_place_roles_spreads_over_any_number_of_gpus():
 
 def test_loader_under_a_budget_runs_the_tiny_profile(tmp_path, monkeypatch):
     """The loader hands pipelines to the manager when a budget is set; a tiny task still runs end to end."""
-    from collections import Counter
-
     from openmora import Orchestrator
-    from openmora import loader as model_loader
-    from openmora.memory import manager_for, reset_managers
     from openmora.profiles import load_profile
 
-    # A private pipeline cache and load counter: other tests count loads in the process-wide ones.
-    monkeypatch.setattr(model_loader, "_CACHE", {})
-    monkeypatch.setattr(model_loader, "LOAD_COUNTS", Counter())
-    reset_managers()
     profile = load_profile("tiny")
     profile.vram_budget_gb = 0.0005  # ~0.5 MB: nothing fits beside another, so the manager must evict
+    orch = Orchestrator(profile=profile, llm="none", runs_dir=tmp_path)
     try:
-        res = Orchestrator(profile=profile, llm="none", runs_dir=tmp_path).run(
-            "edit", prompt="make it blue", videos=[_write_clip(tmp_path)], segments=1
-        )
+        res = orch.run("edit", prompt="make it blue", videos=[_write_clip(tmp_path)], segments=1)
         assert res.final_video.exists()
-        mm = manager_for(torch.device("cpu"), profile.vram_budget_gb)
-        assert len(mm.units) == 2  # edit_image + image_to_video
+        (mm,) = orch.runtime.managers()
+        assert mm.device == torch.device("cpu") and len(mm.units) == 2  # edit_image + image_to_video
     finally:
-        reset_managers()
+        orch.runtime.clear()
+
+
+def test_two_orchestrators_with_different_budgets_share_no_manager(tmp_path):
+    """Each orchestrator owns its runtime: pipelines, managers and budgets of one never reach the other."""
+    from openmora import Orchestrator
+    from openmora.profiles import load_profile
+
+    small, large = load_profile("tiny"), load_profile("tiny")
+    small.vram_budget_gb, large.vram_budget_gb = 0.0005, 100.0
+    a = Orchestrator(profile=small, runs_dir=tmp_path / "a")
+    b = Orchestrator(profile=large, runs_dir=tmp_path / "b")
+    clip = _write_clip(tmp_path)
+    a.run("edit", prompt="make it blue", videos=[clip], segments=1)
+    b.run("edit", prompt="make it red", videos=[clip], segments=1)
+    (ma,), (mb,) = a.runtime.managers(), b.runtime.managers()
+    assert ma is not mb and ma.budget < mb.budget
+    assert not set(map(id, a.runtime.loaded().values())) & set(map(id, b.runtime.loaded().values()))
+    # Placement follows each one's own budget: nothing fits in 0.5 MB, everything (with its reserve) in 100 GB.
+    assert {u.placement for u in ma.units.values()} != {"resident"}
+    assert {u.placement for u in mb.units.values()} == {"resident"}
 
 
 def _write_clip(tmp_path):

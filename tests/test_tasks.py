@@ -11,7 +11,7 @@ import pytest
 from openmora import Orchestrator
 from openmora.artifacts import ArtifactStore
 from openmora.cli import main
-from openmora.loader import LOAD_COUNTS, clear_cache
+from openmora.runtime import Runtime
 from openmora.video_io import read_video
 
 W, H, FPS = 96, 64, 7
@@ -136,12 +136,11 @@ def test_same_seed_same_frames_and_other_seed_differs(tmp_path: Path) -> None:
 
 
 def test_loader_loads_each_pipeline_once(tmp_path: Path, media: dict) -> None:
-    clear_cache()  # start from nothing loaded: other tests (the bench's) may have cleared and reloaded the cache
-    LOAD_COUNTS.clear()
-    Orchestrator().run("text-to-video", prompt="a boat", segments=2, out=tmp_path / "a")
-    Orchestrator().run("connect", videos=[media["video_a"], media["video_b"]], out=tmp_path / "b")
-    Orchestrator().run("edit", videos=[media["video_a"]], prompt="make it snow", out=tmp_path / "c")
-    tiny = {k: n for k, n in LOAD_COUNTS.items() if k[1].startswith("tiny:")}
+    rt = Runtime()  # shared by three orchestrators: each pipeline loads once for all of them
+    Orchestrator(runtime=rt).run("text-to-video", prompt="a boat", segments=2, out=tmp_path / "a")
+    Orchestrator(runtime=rt).run("connect", videos=[media["video_a"], media["video_b"]], out=tmp_path / "b")
+    Orchestrator(runtime=rt).run("edit", videos=[media["video_a"]], prompt="make it snow", out=tmp_path / "c")
+    tiny = {k: n for k, n in rt.load_counts.items() if k[1].startswith("tiny:")}
     assert {k[1] for k in tiny} == {
         "tiny:text_to_image",
         "tiny:image_to_video",

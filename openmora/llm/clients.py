@@ -18,13 +18,13 @@ Example:
 from __future__ import annotations
 
 import json
-import os
 import time
 import uuid
 from pathlib import Path
 from typing import Any
 
 from openmora.errors import InputError
+from openmora.settings import current
 
 LLM_SPECS = ("none", "local", "local-small", "openai", "replay:FILE")
 
@@ -108,13 +108,13 @@ def make_llm_client(spec: str) -> Any:
         from autogen_core.models import ModelFamily, ModelInfo
         from autogen_ext.models.openai import OpenAIChatCompletionClient
 
-        model = os.environ.get("OPENMORA_OPENAI_MODEL") or os.environ.get("OPENAI_MODEL")
+        settings = current()
+        model = settings.openai_model
         if not model:
             raise InputError(
                 "--llm openai needs OPENMORA_OPENAI_MODEL (e.g. gpt-4o-mini, or your vLLM/Ollama model name)"
             )
-        base_url = os.environ.get("OPENMORA_OPENAI_BASE_URL") or os.environ.get("OPENAI_BASE_URL")
-        api_key = os.environ.get("OPENMORA_OPENAI_API_KEY") or os.environ.get("OPENAI_API_KEY")
+        base_url, api_key = settings.openai_base_url, settings.openai_api_key
         if not api_key and not base_url:
             raise InputError("--llm openai needs OPENAI_API_KEY (or OPENMORA_OPENAI_BASE_URL for a local server)")
         kwargs: dict[str, Any] = {"model": model, "api_key": api_key or "not-needed"}
