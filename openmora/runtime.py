@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import weakref
 from collections import Counter
 from typing import TYPE_CHECKING, Any
 
@@ -46,12 +47,23 @@ class Runtime:
         self.load_counts: Counter = Counter()
         self.lock = threading.RLock()
         self._managers: dict[tuple[str, float | None], MemoryManager] = {}
+        # A pipeline's scheduler keeps per-call state (its step index): two runs sharing this runtime take turns.
+        self._in_use: weakref.WeakKeyDictionary[Any, threading.RLock] = weakref.WeakKeyDictionary()
         self._torch_threads: int | None = None
 
     def loaded(self) -> dict[tuple, Any]:
         """A copy of the pipelines loaded so far, by key."""
         with self.lock:
             return dict(self.pipelines)
+
+    def using(self, pipe: Any) -> threading.RLock:
+        """The lock a call of ``pipe`` holds (``with runtime.using(pipe): pipe(...)``): concurrent runs on one
+        runtime (two ``run_stream`` calls, a story's overlapped stages) never step one pipeline's scheduler at once."""
+        with self.lock:
+            lock = self._in_use.get(pipe)
+            if lock is None:
+                lock = self._in_use[pipe] = threading.RLock()
+            return lock
 
     def configure_torch(self) -> int:
         """Set torch's CPU thread count (``OPENMORA_TORCH_THREADS``, else half the cores); returns it.

@@ -140,7 +140,7 @@ def call_pipeline(ctx: ToolContext, role: str, pipe: Any, label: str, **kwargs: 
         kwargs["callback_on_step_end"] = on_step
     ctx.emit({"type": "progress", "stage": label, "role": role, "step": 0, "total": total})
     start = time.perf_counter()
-    with generating(ctx):
+    with ctx.loader.runtime.using(pipe), generating(ctx):
         out = pipe(**kwargs)
     logger.debug("%s (%s) took %.2fs", label, role, time.perf_counter() - start)
     return out

@@ -66,7 +66,7 @@ def render_segment(
     # decode path: back here too, so the decode runs (and compiles) as the pipeline's would.
     if pipe.vae.dtype != vae_dtype:
         pipe.vae.to(dtype=vae_dtype)
-    with generating(ctx):
+    with ctx.loader.runtime.using(pipe), generating(ctx):
         frames = decode_streamed(pipe, latents, params.get("decode_chunk_size"), on_frames)
     return frames, notes
 
