@@ -359,10 +359,8 @@ def run_openmora(
 
 
 def _manager_moves() -> tuple[float, int]:
-    """Seconds and bytes every device's memory manager has spent moving weights so far."""
-    from openmora import memory as memory_manager
-
-    managers = list(memory_manager._MANAGERS.values())
+    """Seconds and bytes every device's memory manager (the bench runtime's) has spent moving weights so far."""
+    managers = RUNTIME.managers()
     return sum(m.move_seconds for m in managers), sum(m.moved_bytes for m in managers)
 
 

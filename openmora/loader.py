@@ -88,8 +88,14 @@ class PipelineLoader:
         self.load_seconds = 0.0
 
     def device_for(self, role: str) -> torch.device:
+        """The role's device: as configured, or for ``auto`` with several GPUs the one the runtime placed it on."""
         cfg = self.profile.role(role)
-        return resolve_device(cfg.device or self.profile.device)
+        spec = cfg.device or self.profile.device
+        if spec == "auto":
+            placed = self.runtime.placement(self.profile).get(role)
+            if placed is not None:
+                return torch.device(placed)
+        return resolve_device(spec)
 
     def dtype_for(self, role: str) -> torch.dtype:
         cfg = self.profile.role(role)

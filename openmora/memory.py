@@ -52,6 +52,18 @@ DEFAULT_RESERVE_GB = {
     "WanImageToVideoPipeline": 8.0,
 }
 FALLBACK_RESERVE_GB = 3.0
+# Weights in GB at 16-bit, from each pipeline's parameter count (SDXL base: 2.57B UNet + 0.82B CLIP-L/bigG + VAE;
+# the refiner shares the base's bigG and VAE; SVD-XT: 1.52B UNet + 0.63B image encoder; InstructPix2Pix: SD 1.5's
+# 0.86B UNet + 0.12B CLIP-L; Wan 2.1 FLF2V 14B: 14B transformer + 5.7B umT5-XXL + 0.63B CLIP-H). Used only to spread
+# roles over several GPUs before anything is loaded; the manager measures the real sizes once loaded.
+DEFAULT_WEIGHTS_GB = {
+    "StableDiffusionXLPipeline": 6.9,
+    "StableDiffusionXLImg2ImgPipeline": 4.6,
+    "StableVideoDiffusionPipeline": 4.3,
+    "StableDiffusionInstructPix2PixPipeline": 2.1,
+    "WanImageToVideoPipeline": 41.0,
+}
+FALLBACK_WEIGHTS_GB = 4.0
 # Kept free on a card when no budget is configured: CUDA context, allocator fragmentation, other processes.
 CARD_MARGIN_GB = 4.0
 PLACEMENTS = ("resident", "model", "group", "sequential")
@@ -431,6 +443,14 @@ def card_budget_bytes(device: torch.device, budget_gb: float | None) -> int:
         total = torch.cuda.get_device_properties(device).total_memory
         return int(total - CARD_MARGIN_GB * GB)
     return 1 << 62  # CPU: no budget
+
+
+def role_bytes(cfg: Any) -> int:
+    """What a role needs on its device, estimated before loading: weights (base + refiner) plus the reserve."""
+    total = DEFAULT_WEIGHTS_GB.get(cfg.pipeline, FALLBACK_WEIGHTS_GB) * GB + reserve_bytes(cfg.pipeline, cfg.reserve_gb)
+    if cfg.refiner is not None:
+        total += DEFAULT_WEIGHTS_GB.get(cfg.refiner.pipeline, FALLBACK_WEIGHTS_GB) * GB
+    return int(total)
 
 
 def reserve_bytes(pipeline_class: str, reserve_gb: float | None) -> int:

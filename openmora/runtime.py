@@ -38,10 +38,14 @@ class Runtime:
 
     Args:
         settings: the configuration; default: read from the environment now (``Settings.from_env()``).
+        gpus: the GPUs roles with ``device: auto`` may use, e.g. ``["cuda:0", "cuda:1"]``; default: every visible one
+            (asked on first need). With two or more, roles are spread over them (:meth:`placement`).
     """
 
-    def __init__(self, settings: Settings | None = None) -> None:
+    def __init__(self, settings: Settings | None = None, gpus: list[str] | None = None) -> None:
         self.settings = settings if settings is not None else Settings.from_env()
+        self._gpus = list(gpus) if gpus is not None else None
+        self._placements: dict[int, dict[str, str]] = {}
         self.pipelines: dict[tuple, Any] = {}
         # How many times each key was actually loaded by this runtime (a second ask returns the cached pipeline).
         self.load_counts: Counter = Counter()
@@ -64,6 +68,36 @@ class Runtime:
             if lock is None:
                 lock = self._in_use[pipe] = threading.RLock()
             return lock
+
+    def gpus(self) -> list[str]:
+        if self._gpus is None:
+            from openmora.memory import visible_gpus
+
+            self._gpus = visible_gpus()
+        return list(self._gpus)
+
+    def placement(self, profile: Any) -> dict[str, str]:
+        """Role -> GPU for a profile's ``device: auto`` roles when there are several GPUs (empty with one or none).
+
+        Roles whose config names a device stay there; the rest go largest first to the GPU with the most room left
+        (:func:`openmora.memory.place_roles`), so on two GPUs Wan's 41 GB transformer and SDXL land on different
+        cards and a task's pipelines stay resident instead of evicting each other. Decided once per profile.
+        """
+        from openmora.memory import place_roles, role_bytes
+
+        gpus = self.gpus()
+        if len(gpus) < 2:
+            return {}
+        with self.lock:
+            known = self._placements.get(id(profile))
+            if known is None:
+                auto = {r: c for r, c in profile.roles.items() if (c.device or profile.device) == "auto"}
+                pinned = {r: c.device or profile.device for r, c in profile.roles.items() if r not in auto}
+                sizes = {r: role_bytes(c) for r, c in profile.roles.items()}
+                placed = place_roles(sizes, gpus, pinned=pinned)
+                known = self._placements[id(profile)] = {r: placed[r] for r in auto}
+                logger.info("roles placed over %s: %s", ", ".join(gpus), known)
+            return dict(known)
 
     def configure_torch(self) -> int:
         """Set torch's CPU thread count (``OPENMORA_TORCH_THREADS``, else half the cores); returns it.

@@ -3,6 +3,7 @@ pipelines on the CPU (moves are recorded, not performed), plus the loader runnin
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from bench.full_size import FULL_SIZE_MODELS, build_component, estimate_bytes
@@ -278,3 +279,29 @@ def test_sizes_are_measured_when_added_not_on_every_activation(monkeypatch):
     assert mm.moved_bytes == 4 * wa + 3 * wb
     mm.add("a", a, reserve_bytes=0)  # added again (its weights may have changed): measured again
     assert len(walks) == added + len(pipeline_modules(a))
+
+
+@pytest.mark.unit
+def test_auto_roles_spread_over_several_gpus_through_the_runtime():
+    """device: auto with several GPUs: the loader asks its runtime, which spreads mora's roles by estimated size
+    (simulated device lists: nothing is loaded, so no GPU is needed)."""
+    from openmora.loader import PipelineLoader
+    from openmora.profiles import load_profile
+    from openmora.runtime import Runtime
+
+    mora = load_profile("mora")
+    roles = sorted(mora.roles)
+    two = PipelineLoader(mora, runtime=Runtime(gpus=["cuda:0", "cuda:1"]))
+    placed = {r: str(two.device_for(r)) for r in roles}
+    assert set(placed.values()) == {"cuda:0", "cuda:1"}
+    # Wan's 41 GB connection model gets a card to itself; SDXL, SVD and InstructPix2Pix share the other.
+    assert [r for r in roles if placed[r] == placed["connect_frames"]] == ["connect_frames"]
+    four = PipelineLoader(mora, runtime=Runtime(gpus=[f"cuda:{i}" for i in range(4)]))
+    assert len({str(four.device_for(r)) for r in roles}) == min(4, len(roles))
+    # A role pinned in the profile stays where it is pinned; the others are placed around it.
+    mora.roles["image_to_video"].device = "cuda:1"
+    pinned = PipelineLoader(mora, runtime=Runtime(gpus=["cuda:0", "cuda:1"]))
+    assert str(pinned.device_for("connect_frames")) == "cuda:0"
+    # One GPU (or none): auto resolves as before, to the only device there is.
+    one = PipelineLoader(load_profile("mora"), runtime=Runtime(gpus=[]))
+    assert one.device_for("connect_frames").type == ("cuda" if torch.cuda.is_available() else "cpu")
