@@ -131,7 +131,7 @@ def sdpa_backends(dev: str, dt: torch.dtype) -> list[dict]:
 
 
 def _channels_last(module: torch.nn.Module, on: bool) -> None:
-    from openmora.loader import to_channels_last
+    from openmora.speedups.channels_last import to_channels_last
 
     if on:
         to_channels_last(module)
@@ -152,7 +152,8 @@ def svd_unet_inputs(unet: Any, h: int, w: int, f: int, dev: str, dt: torch.dtype
 
 def run_ablation(args: Any, elapsed: Callable[[], float]) -> dict:
     from bench.full_size import FULL_SIZE_MODELS, build_component
-    from openmora.loader import _prefer_cudnn_attention, compile_regions
+    from openmora.speedups.attention import prefer_cudnn_attention
+    from openmora.speedups.compile import compile_regions
 
     res: dict[str, Any] = {}
     dev = "cuda" if torch.cuda.is_available() else "cpu"
@@ -214,7 +215,7 @@ def run_ablation(args: Any, elapsed: Callable[[], float]) -> dict:
         ),
         (
             "cuDNN attention first",
-            lambda: _prefer_cudnn_attention(unet),
+            lambda: prefer_cudnn_attention(unet),
             lambda: setattr(unet, "forward", original_forward),
         ),
     ]
@@ -556,8 +557,7 @@ def conv_kernel_times(fn: Callable[[], Any]) -> dict:
 def run_convs(args: Any, elapsed: Callable[[], float]) -> dict:
     """Convolutions of SVD's UNet at Mora's shapes: each alone per layout, then one block compiled per variant."""
     from bench.full_size import FULL_SIZE_MODELS, build_component
-    from openmora.loader import _prefer_cudnn_attention
-    from openmora.speedups.attention import install_lean_attention
+    from openmora.speedups.attention import install_lean_attention, prefer_cudnn_attention
 
     res: dict[str, Any] = {}
     dev = "cuda" if torch.cuda.is_available() else "cpu"
@@ -569,7 +569,7 @@ def run_convs(args: Any, elapsed: Callable[[], float]) -> dict:
         spec = FULL_SIZE_MODELS["stabilityai/stable-video-diffusion-img2vid-xt"]
         unet, (h, w, f), dt = build_component(spec.components["unet"], torch.float16, dev), (72, 128, 25), torch.float16
     install_lean_attention(unet)
-    _prefer_cudnn_attention(unet)
+    prefer_cudnn_attention(unet)
     sample, tstep, enc, added, _ = svd_unet_inputs(unet, h, w, f, dev, dt)
     reps = 1 if args.tiny else 10
 
@@ -787,7 +787,7 @@ def run_wan_cfg(args: Any, elapsed: Callable[[], float]) -> dict:
 def _wan_compiled_run(pipe: Any, latents: Callable[[int], tuple], steps: int, res: dict) -> torch.Tensor:
     """The separate calls with the transformer's blocks compiled as the ``compile`` speedup does (one graph shared by
     the 40 blocks); the blocks run eager again afterwards, so the fp32 reference and the offloaded runs are eager."""
-    from openmora.loader import compile_regions
+    from openmora.speedups.compile import compile_regions
 
     compile_regions(pipe.transformer)
     start = time.perf_counter()

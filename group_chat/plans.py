@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from openmora.errors import InputError
+from openmora.tools.enhance_prompt import MAX_PROMPT_CHARS
 from openmora.tools.extend_video import MAX_SEGMENTS
 
 TASKS = ("text-to-video", "image-to-video", "extend", "edit", "connect", "digital-world", "story")
@@ -43,6 +44,8 @@ def check_task_inputs(task: str, prompt: str | None, image: Any, videos: list | 
         raise InputError(
             f"--prompt is empty; {task} needs words describing {'the video' if task == 'text-to-video' else 'the edit'}"
         )
+    if has_prompt and task != "story":  # a story's limit is per shot (check_story)
+        check_prompt_length(prompt, "--prompt")
     needs = {
         "text-to-video": (True, 0, 0),
         "image-to-video": (False, 1, 0),
@@ -77,6 +80,15 @@ def check_task_inputs(task: str, prompt: str | None, image: Any, videos: list | 
         isinstance(segments, bool) or not isinstance(segments, int) or not 1 <= segments <= MAX_SEGMENTS
     ):
         raise InputError(f"--segments must be a whole number from 1 to {MAX_SEGMENTS}, got {segments!r}")
+
+
+def check_prompt_length(prompt: str, what: str) -> None:
+    """Refuse a prompt over :data:`MAX_PROMPT_CHARS` (counted as the prompt tool counts: whitespace runs as one) with
+    an :class:`InputError`, before a run folder or a pipeline exists; inside a run the tool's own check is a message
+    the planner can react to."""
+    length = len(" ".join(prompt.split()))
+    if length > MAX_PROMPT_CHARS:
+        raise InputError(f"{what} is {length} characters; at most {MAX_PROMPT_CHARS} are accepted")
 
 
 def plan_steps(task: str, segments: int = 1, has_image: bool = False, has_video: bool = False) -> list[PlanStep]:

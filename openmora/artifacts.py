@@ -19,11 +19,14 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import logging
 import os
 import re
 import threading
 import time
 import uuid
+from collections import OrderedDict
+from collections.abc import Collection
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -35,7 +38,12 @@ import numpy as np
 from openmora.errors import ArtifactWriteError, ToolArgumentError
 from openmora.video_io import LOSSLESS_SETTINGS, MP4_SETTINGS, FrameSink, read_frames, write_image
 
+logger = logging.getLogger(__name__)
+
 MANIFEST = "manifest.json"
+# Pixels kept in memory by default: about four of Mora's clips (a 25-frame 1024x576 clip is 44 MB of uint8 frames, a
+# 73-frame Wan clip 130 MB); older ones are read back from their lossless copy when asked for.
+DEFAULT_CACHE_BYTES = 512 << 20
 ID_PATTERN = re.compile(r"^(img|clip)-(\d{4,6})$")
 _PREFIX = {"image": "img", "video": "clip"}
 
@@ -198,7 +206,11 @@ class ClipStream:
             _finish_sinks(sinks)
             return max(s.seconds for s in sinks)  # the two encoders run side by side
 
-        self.store._submit(art, frames, finish, event_frames=int(frames.shape[0]))
+        try:
+            self.store._submit(art, frames, finish, event_frames=int(frames.shape[0]))
+        except BaseException:  # the store was closed meanwhile: leave no files behind
+            self.abort()
+            raise
         return art
 
     def abort(self) -> None:
@@ -209,21 +221,70 @@ class ClipStream:
         self.store._release(self.id)
 
 
+class _PixelCache:
+    """Pixels of recent artifacts by id, least recently used dropped first once over ``limit`` bytes.
+
+    Ids in ``pinned`` (files still being written: the pixels are their only copy) are never dropped, so the cache
+    is over its limit only while more than ``limit`` bytes wait for the encoders. The caller holds the store's lock.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.bytes = 0
+        self._items: OrderedDict[str, np.ndarray] = OrderedDict()
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._items
+
+    def get(self, key: str) -> np.ndarray | None:
+        arr = self._items.get(key)
+        if arr is not None:
+            self._items.move_to_end(key)
+        return arr
+
+    def put(self, key: str, arr: np.ndarray, pinned: Collection[str] = ()) -> None:
+        self.pop(key)
+        self._items[key] = arr
+        self.bytes += arr.nbytes
+        self.trim(pinned)
+
+    def pop(self, key: str) -> None:
+        arr = self._items.pop(key, None)
+        if arr is not None:
+            self.bytes -= arr.nbytes
+
+    def trim(self, pinned: Collection[str] = ()) -> None:
+        for key in list(self._items):
+            if self.bytes <= self.limit:
+                return
+            if key not in pinned:
+                self.pop(key)
+
+
 class ArtifactStore:
     """The run folder and its manifest.
 
     Args:
         run_dir: the run folder; created if missing. If it holds a manifest, the store continues it (resume).
         meta: run metadata recorded in the manifest (task, profile, seed...).
+        cache_bytes: how many bytes of pixels (clips' frames, images) to keep in memory; the least recently used
+            beyond that are dropped and read back from their files when asked for. Pixels whose files are still
+            being written always stay.
+
+    Use it as a context manager, or call :meth:`close`, to wait for the last writes and stop the writer thread.
     """
 
-    def __init__(self, run_dir: str | Path, meta: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self, run_dir: str | Path, meta: dict[str, Any] | None = None, cache_bytes: int = DEFAULT_CACHE_BYTES
+    ) -> None:
+        if isinstance(cache_bytes, bool) or not isinstance(cache_bytes, int) or cache_bytes < 0:
+            raise ValueError(f"cache_bytes must be a whole number of bytes >= 0, got {cache_bytes!r}")
         self.run_dir = Path(run_dir).resolve()
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
         self._artifacts: dict[str, Artifact] = {}
-        self._frames_cache: dict[str, np.ndarray] = {}
-        self._images_cache: dict[str, np.ndarray] = {}
+        self._cache = _PixelCache(cache_bytes)
+        self._closed = False
         # Files are written in the background, committed in order by one thread: a clip's artifact is usable at
         # once (its pixels are in memory), it enters the manifest when its files are on disk.
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="artifacts")
@@ -298,17 +359,22 @@ class ArtifactStore:
         from PIL import Image
 
         art = self.get(artifact_id, "image")
-        cached = self._images_cache.get(art.id)
+        with self._lock:
+            cached = self._cache.get(art.id)
         if cached is not None:
             return cached
         with Image.open(self.path(art.id)) as im:
-            return np.asarray(im.convert("RGB"))
+            image = np.asarray(im.convert("RGB"))
+        with self._lock:
+            self._cache.put(art.id, image, self._pending)
+        return image
 
     def frames(self, artifact_id: str) -> np.ndarray:
         """The exact frames of a clip (from its lossless copy), ``(T, H, W, 3)`` ``uint8``."""
         art = self.get(artifact_id, "video")
-        cached = self._frames_cache.get(art.id)
-        if cached is not None:
+        with self._lock:
+            cached = self._cache.get(art.id)
+        if cached is not None:  # always, while its files are being written (pinned)
             return cached
         if art.frames_path and art.frames_path.endswith(".npz"):  # runs made before the lossless video copy
             with np.load(self.resolve(art.frames_path)) as data:
@@ -319,8 +385,15 @@ class ArtifactStore:
             from openmora.video_io import read_video
 
             frames, _ = read_video(self.resolve(art.path))
-        self._frames_cache[art.id] = frames
+        with self._lock:
+            self._cache.put(art.id, frames, self._pending)
         return frames
+
+    @property
+    def cached_bytes(self) -> int:
+        """Bytes of pixels held in memory now (see ``cache_bytes``)."""
+        with self._lock:
+            return self._cache.bytes
 
     # ----- writing -------------------------------------------------------------------------------------------
     def add_image(
@@ -340,6 +413,7 @@ class ArtifactStore:
             raise ValueError(f"expected an RGB uint8 image shaped (H, W, 3), got {image.dtype} {image.shape}")
         with self._lock:
             self._raise_failure()
+            self._raise_closed()
             art_id = self._next_id("image")
             rel = f"images/{art_id}.png"
             out = self.resolve(rel)
@@ -392,6 +466,7 @@ class ArtifactStore:
         """A clip to fill with :meth:`ClipStream.append` while it renders, then :meth:`ClipStream.close`."""
         with self._lock:
             self._raise_failure()
+            self._raise_closed()
             art_id = self._next_id("video")
             self._reserved.add(art_id)
         try:
@@ -409,12 +484,13 @@ class ArtifactStore:
         """Make ``art`` usable now (ids, pixels) and queue ``finish`` (which writes its files, returning the encoder's
         seconds) on the writer thread, which then hashes the file and adds ``art`` to the manifest."""
         with self._lock:
+            self._raise_closed()
             self._reserved.discard(art.id)
             self._artifacts[art.id] = art
-            (self._frames_cache if art.kind == "video" else self._images_cache)[art.id] = pixels
             if self.on_event and event_frames is not None:
                 self.on_event({"type": "encode", "phase": "start", "id": art.id, "frames": event_frames})
             self._pending[art.id] = self._writer.submit(self._commit, art, finish, event_frames is not None)
+            self._cache.put(art.id, pixels, self._pending)  # pinned until its files are on disk
 
     def _commit(self, art: Artifact, finish: Any, is_clip: bool) -> None:
         try:
@@ -424,8 +500,7 @@ class ArtifactStore:
             first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             with self._lock:
                 self._artifacts.pop(art.id, None)
-                self._frames_cache.pop(art.id, None)
-                self._images_cache.pop(art.id, None)
+                self._cache.pop(art.id)
                 self._pending.pop(art.id, None)
                 for rel in (art.path, art.frames_path):
                     if rel:
@@ -437,6 +512,7 @@ class ArtifactStore:
         with self._lock:
             self.encode_seconds += seconds
             self._pending.pop(art.id, None)
+            self._cache.trim(self._pending)  # its pixels can now be read back from disk
             self._save()
         if self.on_event and is_clip:
             self.on_event({"type": "encode", "phase": "end", "id": art.id})
@@ -445,6 +521,10 @@ class ArtifactStore:
         if self._failure is not None:
             raise self._failure
 
+    def _raise_closed(self) -> None:
+        if self._closed:
+            raise RuntimeError(f"the artifact store of {self.run_dir} is closed; open a new ArtifactStore to add to it")
+
     def wait(self, artifact_id: str) -> None:
         """Wait until the artifact's files are written; raises :class:`ArtifactWriteError` if a write failed."""
         job = self._pending.get(artifact_id)
@@ -452,8 +532,8 @@ class ArtifactStore:
             start = time.perf_counter()
             try:
                 job.result()
-            except BaseException:
-                pass
+            except Exception as err:  # _commit recorded it as self._failure, raised below
+                logger.debug("writing %s failed: %s", artifact_id, err)
             self.wait_seconds += time.perf_counter() - start
         self._raise_failure()
 
@@ -461,9 +541,31 @@ class ArtifactStore:
         """Wait for every background write (and callback queued with :meth:`on_written`); raises
         :class:`ArtifactWriteError` if one failed."""
         start = time.perf_counter()
-        self._writer.submit(lambda: None).result()  # the writer runs jobs in order: this one is last
+        if self._closed:
+            self._writer.shutdown(wait=True)  # returns once close() has seen the last write through
+        else:
+            self._writer.submit(lambda: None).result()  # the writer runs jobs in order: this one is last
         self.wait_seconds += time.perf_counter() - start
         self._raise_failure()
+
+    def close(self) -> None:
+        """Wait for the pending writes, then stop the writer thread and drop the cached pixels. Idempotent; the
+        store stays readable (from disk), adding to it raises. A failed write is still raised by :meth:`flush`."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        start = time.perf_counter()
+        self._writer.shutdown(wait=True)
+        self.wait_seconds += time.perf_counter() - start
+        with self._lock:
+            self._cache = _PixelCache(self._cache.limit)
+
+    def __enter__(self) -> ArtifactStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     @property
     def pending(self) -> list[str]:
@@ -485,6 +587,10 @@ class ArtifactStore:
                         )
                     raise
 
+        if self._closed:  # no more writes will come: run it once the last one is done
+            self._writer.shutdown(wait=True)
+            run()
+            return
         self._writer.submit(run)
 
     def update_meta(self, **values: Any) -> None:

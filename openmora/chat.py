@@ -23,13 +23,13 @@ from openmora.artifacts import Artifact, ArtifactStore
 from openmora.errors import InputError
 from openmora.group_chat.executor import STATE_FILE, PlanExecutor
 from openmora.group_chat.plan_state import PlanState, guess_intent
-from openmora.group_chat.plans import check_task_inputs
+from openmora.group_chat.plans import check_prompt_length, check_task_inputs
 from openmora.group_chat.session import GroupChatSession
 from openmora.group_chat.transcript import Transcript
 from openmora.loader import PipelineLoader
 from openmora.profiles import Profile
 from openmora.story import StoryRenderer, split_shots
-from openmora.tools.context import ToolContext
+from openmora.tools.context import ToolContext, seeds_taken
 from openmora.video_io import fit_frame, read_image, read_video_info
 
 if TYPE_CHECKING:
@@ -127,7 +127,7 @@ class ChatSession:
         seed = int(self.store.meta.get("seed", 0))
         self.ctx = ToolContext(store=self.store, loader=loader, profile=profile, seed=seed, on_event=self._emit)
         # Tool calls after a resume must not reuse the seeds of calls already made.
-        self.ctx._calls = sum(1 for a in self.store.artifacts() if a.seed is not None)
+        self.ctx._calls = seeds_taken(self.store.artifacts())
 
     async def start(
         self,
@@ -274,6 +274,7 @@ class ChatSession:
             raise InputError("nothing to revise yet: make a video first")
         if not text or not text.strip():
             raise InputError("the revision is empty; say what to change")
+        check_prompt_length(text, "the revision")
         wall_start = time.perf_counter()
         self.transcript.record("message", agent="user", text=text, request=self.state.request + 1)
         client = self.orch.client()
@@ -336,6 +337,12 @@ class ChatSession:
         if self.state.final_id:
             self._finish(0.0)
         return self
+
+    def close(self) -> None:
+        """End the session: wait for the run folder's last writes and stop its writer thread (idempotent). The run
+        folder stays resumable (``ChatSession.resume``); this session takes no more requests."""
+        if self.store is not None:
+            self.store.close()
 
     @contextlib.contextmanager
     def _status_on_failure(self) -> Iterator[None]:

@@ -220,6 +220,15 @@ async def _chat(args: argparse.Namespace, orch: Orchestrator, console: Any) -> i
         )
     else:
         session = orch.chat_session()
+    try:
+        return await _chat_loop(args, session, console, image, videos)
+    finally:
+        session.close()
+
+
+async def _chat_loop(
+    args: argparse.Namespace, session: ChatSession, console: Any, image: str | None, videos: list
+) -> int:
     console.print("Type a request (or /help). Ctrl-D or /quit ends.", style="dim")
     while True:
         try:

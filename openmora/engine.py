@@ -117,9 +117,12 @@ class Orchestrator:
         ``on_event`` hears this run's events only (besides the orchestrator's ``on_event``, which hears every run).
         """
         session = ChatSession(self, on_event=on_event)
-        return await session.start(
-            task, prompt=prompt, image=image, videos=videos, seed=seed, segments=segments, out=out
-        )
+        try:
+            return await session.start(
+                task, prompt=prompt, image=image, videos=videos, seed=seed, segments=segments, out=out
+            )
+        finally:
+            session.close()  # one request: its store's writer thread ends with it
 
     async def run_stream(self, task: str, **kwargs: Any) -> AsyncIterator[dict]:
         """Run a task and yield every event as it happens; the last one is ``{"type": "result", "result": RunResult}``.

@@ -19,6 +19,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 from openmora.errors import InputError
+from openmora.group_chat.plans import check_prompt_length
 from openmora.group_chat.transcript import Transcript
 from openmora.tools.connect_clips import connect_clips
 from openmora.tools.context import ToolContext, ToolResult
@@ -28,7 +29,9 @@ from openmora.tools.image_to_video import image_to_video
 from openmora.tools.text_to_image import text_to_image
 
 MAX_SHOTS = 8
-SHOT_SEED_STRIDE = 1000  # shot k uses seeds seed + k * stride + step: independent of scheduling
+# Shot k uses seeds seed + k * stride + step, independent of scheduling: its image +0, its clip +1, the transition
+# into it +2, its extension +3 on (one seed per segment, at most 12: never into the next shot's block).
+SHOT_SEED_STRIDE = 1000
 
 
 def split_shots(prompt: str) -> list[str]:
@@ -50,6 +53,8 @@ def check_story(prompt: str | None) -> list[str]:
         )
     if len(shots) > MAX_SHOTS:
         raise InputError(f"story has {len(shots)} shots; at most {MAX_SHOTS} are accepted")
+    for k, shot in enumerate(shots, 1):
+        check_prompt_length(shot, f"story shot {k}")
     return shots
 
 
@@ -102,7 +107,7 @@ class StoryRenderer:
         clip = self._call("video_agent", image_to_video, base + 1, k, image_id=image_id, prompt=text).main
         if segments > 1:
             clip = self._call(
-                "video_agent", extend_video, base + 2, k, clip_id=clip, prompt=text, segments=segments - 1
+                "video_agent", extend_video, base + 3, k, clip_id=clip, prompt=text, segments=segments - 1
             ).main
         return clip
 
@@ -128,7 +133,7 @@ class StoryRenderer:
         results = [ShotResult(k, shots[k], images_done[k], clips[k]) for k in range(len(shots))]
         joined = clips[0]
         for k in range(1, len(clips)):
-            seed = self.ctx.seed + k * SHOT_SEED_STRIDE + 3
+            seed = self.ctx.seed + k * SHOT_SEED_STRIDE + 2
             joined = self._call(
                 "connection_agent",
                 connect_clips,

@@ -1,4 +1,4 @@
-"""Fast tier: CPU, offline, one torch thread, the embedded tiny pipelines built once per test session."""
+"""Every test: CPU, offline, one torch thread, tiny pipelines built once per session, exactly one cost tier."""
 
 from __future__ import annotations
 
@@ -18,6 +18,20 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import torch  # noqa: E402  (after the environment above: torch reads it at import)
 
 torch.set_num_threads(1)
+
+# The cost tiers (pyproject.toml [tool.pytest.ini_options] markers): each test carries exactly one of them, so
+# `-m unit` and `-m "not slow"` select what they say. llm and gpu say what a test needs, on top of its tier.
+COST_TIERS = ("unit", "integration", "slow")
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    tiers = [t for t in COST_TIERS if item.get_closest_marker(t) is not None]
+    if len(tiers) != 1:
+        found = f"marked {', '.join(tiers)}" if tiers else "marked with no tier"
+        pytest.fail(
+            f"{item.nodeid} is {found}; mark it with exactly one of unit, integration, slow (pyproject.toml)",
+            pytrace=False,
+        )
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -59,8 +73,11 @@ def make_image(path: Path, width: int = 200, height: int = 150, seed: int = 0) -
 def media(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Input files every test may read (never write)."""
     d = tmp_path_factory.mktemp("media")
-    return {
+    files = {
         "image": make_image(d / "photo.png"),
         "video_a": make_video(d / "a.mp4", frames=10, seed=1),
         "video_b": make_video(d / "b.mp4", frames=12, width=128, height=128, fps=24.0, seed=2),
     }
+    for path in files.values():  # shared by every test: one that writes to a file fails instead of changing it
+        path.chmod(0o444)
+    return files

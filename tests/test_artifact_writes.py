@@ -1,4 +1,4 @@
-"""Fast tier: the artifact store writes files in the background -- clips encoded while they grow, images and clips
+"""The artifact store writes files in the background -- clips encoded while they grow, images and clips
 usable at once, the manifest and the plan state naming only files on disk, failures that leave nothing behind."""
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from openmora.errors import ArtifactWriteError
 from openmora.video_io import FrameSink, lower_thread_priority, read_frames
 
 torch.set_num_threads(1)
+pytestmark = pytest.mark.unit
 
 
 def _frames(n: int, seed: int = 0, h: int = 48, w: int = 64) -> np.ndarray:
@@ -134,3 +135,71 @@ def test_encoders_run_nicer_than_the_thread_that_feeds_the_gpu(tmp_path: Path, m
     sink.finish()
     assert calls == [("encode-a.mp4", sink.nice)] and sink.nice == 10  # the default OPENMORA_ENCODE_NICE
     assert read_frames(tmp_path / "a.mp4").shape == (3, 48, 64, 3)
+
+
+class _InterruptedWait:
+    """A pending write whose wait is interrupted by Ctrl-C (KeyboardInterrupt lands in the waiting thread)."""
+
+    def result(self) -> None:
+        raise KeyboardInterrupt
+
+
+def test_waiting_for_a_write_never_swallows_ctrl_c(tmp_path: Path) -> None:
+    store = ArtifactStore(tmp_path / "run")
+    store._pending["img-0001"] = _InterruptedWait()
+    with pytest.raises(KeyboardInterrupt):
+        store.wait("img-0001")
+
+
+def test_close_waits_for_the_writes_and_stops_the_writer(tmp_path: Path) -> None:
+    with ArtifactStore(tmp_path / "run") as store:
+        clip = store.add_video(_frames(4), 7, tool="test")
+        writer_threads = list(store._writer._threads)
+    assert writer_threads and not any(t.is_alive() for t in writer_threads)
+    assert store.pending == [] and (tmp_path / "run" / clip.path).is_file()
+    assert [a["id"] for a in json.loads((tmp_path / "run" / "manifest.json").read_text())["artifacts"]] == [clip.id]
+    store.close()  # idempotent
+    store.flush()  # nothing left to wait for
+    np.testing.assert_array_equal(store.frames(clip.id), _frames(4))  # still readable, from disk
+    with pytest.raises(RuntimeError, match="is closed"):
+        store.add_image(_frames(1)[0], tool="test")
+    with pytest.raises(RuntimeError, match="is closed"):
+        store.add_video(_frames(2), 7, tool="test")
+    assert _files(tmp_path / "run") == [f"{clip.id}.lossless.mkv", f"{clip.id}.mp4"]
+
+
+def test_frames_in_memory_stay_under_the_bound_and_dropped_clips_read_back_equal(tmp_path: Path) -> None:
+    clip_bytes = _frames(4).nbytes
+    bound = 2 * clip_bytes + clip_bytes // 2  # room for two clips
+    store = ArtifactStore(tmp_path / "run", cache_bytes=bound)
+    made = {store.add_video(_frames(4, seed), 7, tool="test").id: _frames(4, seed) for seed in range(5)}
+    store.flush()
+    assert store.cached_bytes <= bound
+    for art_id, frames in made.items():  # the first three were dropped: read back from their lossless copies
+        np.testing.assert_array_equal(store.frames(art_id), frames)
+        assert store.cached_bytes <= bound
+    img = store.add_image(_frames(1, 9)[0], tool="test")  # images share the bound
+    store.flush()
+    np.testing.assert_array_equal(store.image(img.id), _frames(1, 9)[0])
+    assert store.cached_bytes <= bound
+    store.close()
+
+
+def test_pixels_whose_files_are_being_written_stay_in_memory(tmp_path: Path, monkeypatch) -> None:
+    gate = threading.Event()
+    real = FrameSink._write
+
+    def slow(self, frames):
+        gate.wait(10)
+        return real(self, frames)
+
+    monkeypatch.setattr(FrameSink, "_write", slow)
+    store = ArtifactStore(tmp_path / "run", cache_bytes=0)
+    clip = store.add_video(_frames(3), 7, tool="test")
+    np.testing.assert_array_equal(store.frames(clip.id), _frames(3))  # their only copy: kept over the bound
+    assert store.cached_bytes == _frames(3).nbytes
+    gate.set()
+    store.flush()
+    assert store.cached_bytes == 0  # on disk now: dropped, and read back on demand
+    np.testing.assert_array_equal(store.frames(clip.id), _frames(3))
+    store.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import runpy
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +16,7 @@ from openmora.cli import main
 from openmora.errors import ToolArgumentError
 
 ROOT_DIR = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.unit
 
 
 def run_cli(capsys: pytest.CaptureFixture, *argv: str) -> tuple[int, str]:
@@ -26,8 +28,10 @@ def run_cli(capsys: pytest.CaptureFixture, *argv: str) -> tuple[int, str]:
     return code, err
 
 
-@pytest.fixture
-def bad_files(tmp_path: Path) -> dict[str, Path]:
+@pytest.fixture(scope="session")
+def bad_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Built once for every case (a 9000-px PNG, an ffmpeg-made MP4), read-only: no case may change them."""
+    tmp_path = tmp_path_factory.mktemp("bad-input")
     files = {}
     files["text"] = tmp_path / "notes.txt"
     files["text"].write_text("just some words\n")
@@ -64,6 +68,8 @@ def bad_files(tmp_path: Path) -> dict[str, Path]:
     )
     files["a_file"] = tmp_path / "occupied"
     files["a_file"].write_text("not a folder")
+    for path in files.values():  # shared by every case: one that writes to a file fails instead of changing it
+        path.chmod(0o444)
     return files
 
 
@@ -84,6 +90,9 @@ CASES = {
     "unknown profile": (["run", "text-to-video", "--prompt", "x", "--profile", "huge"], "unknown profile 'huge'"),
     "missing profile file": (["run", "text-to-video", "--prompt", "x", "--profile", "{tmp}/p.yaml"], "does not exist"),
     "empty prompt": (["run", "text-to-video", "--prompt", "  "], "--prompt is empty"),
+    "prompt too long": (["run", "text-to-video", "--prompt", "fox " * 600], "--prompt is 2399 characters; at most"),
+    "edit prompt too long": (["run", "edit", "--video", "{tmp}/x.mp4", "--prompt", "x" * 2001], "at most 2000"),
+    "story shot too long": (["run", "story", "--prompt", "A fox wakes. " + "y" * 2100], "story shot 2 is 2100"),
     "no prompt": (["run", "text-to-video"], "needs --prompt"),
     "edit without prompt": (["run", "edit", "--video", "{tmp}/x.mp4"], "needs --prompt"),
     "connect with one video": (["run", "connect", "--video", "{tmp}/x.mp4"], "--video twice"),
@@ -103,7 +112,9 @@ def test_bad_input_one_line_exit_2_nothing_written(case: str, bad_files: dict, t
     out = tmp_path / "out"
     if "--out" not in argv:
         argv += ["--out", str(out)]
+    shared = next(iter(bad_files.values())).parent
     before = sorted(p.name for p in tmp_path.iterdir())
+    shared_before = sorted(p.name for p in shared.iterdir())
     code, err = run_cli(capsys, *argv)
     assert code == 2, err
     assert len(err.splitlines()) == 1, err
@@ -111,6 +122,7 @@ def test_bad_input_one_line_exit_2_nothing_written(case: str, bad_files: dict, t
     assert "Traceback" not in err
     assert not out.exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == before
+    assert sorted(p.name for p in shared.iterdir()) == shared_before
 
 
 def test_out_folder_with_files_is_refused(tmp_path: Path, capsys) -> None:
@@ -122,16 +134,17 @@ def test_out_folder_with_files_is_refused(tmp_path: Path, capsys) -> None:
     assert [p.name for p in out.iterdir()] == ["keep.txt"]
 
 
-def test_cli_subprocess_bad_input_has_no_traceback(tmp_path: Path) -> None:
-    proc = subprocess.run(
-        [sys.executable, str(ROOT_DIR / "orchestrator.py"), "run", "extend", "--video", str(tmp_path / "missing.mp4")],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        timeout=120,
-    )
-    assert proc.returncode == 2
-    assert proc.stderr.strip().splitlines() == [
+def test_orchestrator_script_bad_input_has_no_traceback(tmp_path: Path, monkeypatch, capsys) -> None:
+    """`python orchestrator.py ...` as a script (its __main__ block), in-process: the cold process of the command is
+    tests/test_chat_cli.py's."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["orchestrator.py", "run", "extend", "--video", str(tmp_path / "missing.mp4")])
+    with pytest.raises(SystemExit) as exc:
+        runpy.run_path(str(ROOT_DIR / "orchestrator.py"), run_name="__main__")
+    assert exc.value.code == 2
+    out = capsys.readouterr()
+    assert out.out == ""
+    assert out.err.strip().splitlines() == [
         f"error: video {tmp_path / 'missing.mp4'} does not exist; pass an MP4, MOV, WebM or AVI file"
     ]
     assert not (tmp_path / "runs").exists()

@@ -1,4 +1,4 @@
-"""Fast tier: the opt-in fast mode (output-changing: fewer steps, diffusers caches, fp8 weights) on the tiny profile."""
+"""The opt-in fast mode (output-changing: fewer steps, diffusers caches, fp8 weights) on the tiny profile."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from openmora.runtime import Runtime
 torch.set_num_threads(1)
 
 
+@pytest.mark.unit
 def test_fast_variant_applies_overrides_and_leaves_the_original_alone():
     tiny = load_profile("tiny")
     fast = fast_variant(tiny)
@@ -34,6 +35,7 @@ def test_fast_variant_applies_overrides_and_leaves_the_original_alone():
     assert mora.roles["image_to_video"].params["num_inference_steps"] == 15
 
 
+@pytest.mark.integration
 def test_fast_text_to_video_runs_fewer_steps_same_length(tmp_path: Path):
     steps: list[int] = []
 
@@ -54,6 +56,7 @@ def test_fast_text_to_video_runs_fewer_steps_same_length(tmp_path: Path):
     assert steps and set(steps) == {2}
 
 
+@pytest.mark.integration
 def test_fast_connect_installs_first_block_cache(tmp_path: Path, media: dict):
     orch = Orchestrator(profile="tiny", fast=True)
     r = orch.run("connect", videos=[media["video_a"], media["video_b"]], out=tmp_path / "c")
@@ -64,6 +67,7 @@ def test_fast_connect_installs_first_block_cache(tmp_path: Path, media: dict):
     assert (r.run_dir / "final.mp4").is_file()
 
 
+@pytest.mark.unit
 def test_fp8_weight_storage_on_the_tiny_wan(tmp_path: Path):
     data = load_profile("tiny").to_dict()
     data["roles"]["connect_frames"]["storage_dtype"] = "float8_e4m3fn"
@@ -76,6 +80,7 @@ def test_fp8_weight_storage_on_the_tiny_wan(tmp_path: Path):
     assert torch.float8_e4m3fn in dtypes
 
 
+@pytest.mark.unit
 def test_cache_on_a_unet_is_a_one_line_load_error():
     data = load_profile("tiny").to_dict()
     data["roles"]["image_to_video"]["cache"] = {"type": "FirstBlockCacheConfig", "threshold": 0.1}
@@ -87,6 +92,7 @@ def test_cache_on_a_unet_is_a_one_line_load_error():
     assert "\n" not in str(err.value)
 
 
+@pytest.mark.unit
 def test_bad_fast_block_names_the_accepted_keys():
     role = {"pipeline": "StableVideoDiffusionPipeline", "model": "tiny:image_to_video"}
     with pytest.raises(InputError, match="params, cache, storage_dtype, notes"):
@@ -95,6 +101,7 @@ def test_bad_fast_block_names_the_accepted_keys():
         profile_from_dict({"name": "x", "roles": {"image_to_video": {**role, "fast": {"storage_dtype": "int3"}}}})
 
 
+@pytest.mark.integration
 def test_cli_fast_flag(tmp_path: Path, capsys):
     code = main(["run", "image-to-video", "--image", str(_image(tmp_path)), "--fast", "--out", str(tmp_path / "r")])
     assert code == 0
@@ -110,6 +117,7 @@ def _image(folder: Path) -> Path:
     return path
 
 
+@pytest.mark.unit
 def test_profile_file_can_turn_fast_on_and_round_trips(tmp_path: Path):
     import yaml
 
@@ -128,6 +136,7 @@ def test_profile_file_can_turn_fast_on_and_round_trips(tmp_path: Path):
         profile_from_dict(data)
 
 
+@pytest.mark.unit
 def test_compile_is_left_off_while_a_cache_is_on():
     """First Block Cache decides on the host, per step, whether the other blocks run: a compiled block graph cannot
     hold that, so the fast mode drops the role's regional compile (mora's Wan) and keeps it otherwise."""

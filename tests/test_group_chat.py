@@ -45,6 +45,7 @@ def assert_done(run_dir: Path) -> dict:
     return manifest
 
 
+@pytest.mark.integration
 def test_text_to_video_prompt_agent_then_tools(tmp_path: Path) -> None:
     llm = script(
         tmp_path,
@@ -125,6 +126,7 @@ def test_text_to_video_prompt_agent_then_tools(tmp_path: Path) -> None:
         ),
     ],
 )
+@pytest.mark.integration
 def test_every_task_through_the_group_chat(tmp_path: Path, media: dict, task, kwargs, replies, expected) -> None:
     kwargs = {
         k: ([media[x] for x in v] if k == "videos" else media[v] if k == "image" else v) for k, v in kwargs.items()
@@ -140,6 +142,7 @@ def test_every_task_through_the_group_chat(tmp_path: Path, media: dict, task, kw
         assert np.array_equal(frames[: len(a)], a) and np.array_equal(frames[-len(b) :], b)
 
 
+@pytest.mark.integration
 def test_invalid_planner_choice_is_retried_then_the_plan_decides(tmp_path: Path) -> None:
     llm = script(
         tmp_path,
@@ -159,6 +162,7 @@ def test_invalid_planner_choice_is_retried_then_the_plan_decides(tmp_path: Path)
     assert first["fallback_used"] and not first["valid"] and first["chosen"] == "prompt_agent"
 
 
+@pytest.mark.integration
 def test_malformed_tool_arguments_retry_then_plan_runner(tmp_path: Path, media: dict) -> None:
     llm = script(
         tmp_path,
@@ -184,6 +188,7 @@ def test_malformed_tool_arguments_retry_then_plan_runner(tmp_path: Path, media: 
     assert not (tmp_path / "etc").exists()
 
 
+@pytest.mark.unit
 def test_turn_limit_stops_with_a_clear_reason(tmp_path: Path, capsys) -> None:
     # The agents only chat and never call tools; the plan runner would take over, but the limit comes first.
     llm = script(tmp_path, ["image_agent", "I would rather talk about foxes."] + ["hello"] * 10)
@@ -197,6 +202,7 @@ def test_turn_limit_stops_with_a_clear_reason(tmp_path: Path, capsys) -> None:
     assert manifest["run"]["status"] == "failed"
 
 
+@pytest.mark.integration
 def test_revisions_rerun_only_what_changed(tmp_path: Path) -> None:
     async def conversation() -> ChatSession:
         session = Orchestrator(llm="none").chat_session()
@@ -233,6 +239,7 @@ def test_revisions_rerun_only_what_changed(tmp_path: Path) -> None:
     assert json.loads((session.run_dir / "manifest.json").read_text())["run"]["final"] == result.final_id
 
 
+@pytest.mark.integration
 def test_revision_intent_chosen_by_the_planner_llm(tmp_path: Path) -> None:
     llm = script(
         tmp_path,
@@ -259,6 +266,7 @@ def test_revision_intent_chosen_by_the_planner_llm(tmp_path: Path) -> None:
     assert len([a for a in ArtifactStore(session.run_dir).artifacts() if a.tool == "text_to_image"]) == 1
 
 
+@pytest.mark.integration
 def test_interrupted_run_resumes_where_it_stopped(tmp_path: Path) -> None:
     def interrupt_after_first_clip(event: dict) -> None:
         e = event.get("event", {})
@@ -293,11 +301,13 @@ def test_interrupted_run_resumes_where_it_stopped(tmp_path: Path) -> None:
     )
 
 
+@pytest.mark.unit
 def test_resume_refuses_a_folder_that_is_not_a_run(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="not a resumable run folder"):
         asyncio.run(ChatSession.resume(Orchestrator(), tmp_path))
 
 
+@pytest.mark.integration
 def test_stream_of_events_ends_with_the_result(tmp_path: Path) -> None:
     async def collect() -> list[dict]:
         return [
@@ -310,6 +320,7 @@ def test_stream_of_events_ends_with_the_result(tmp_path: Path) -> None:
     assert evts[-1]["type"] == "result" and evts[-1]["result"].final_video.is_file()
 
 
+@pytest.mark.unit
 def test_bad_replay_file_is_one_line(tmp_path: Path, capsys) -> None:
     bad = tmp_path / "bad.json"
     bad.write_text("{not json")
@@ -319,6 +330,7 @@ def test_bad_replay_file_is_one_line(tmp_path: Path, capsys) -> None:
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.integration
 def test_vision_planner_sees_a_thumbnail_but_the_chat_keeps_no_pixels(tmp_path: Path) -> None:
     from autogen_core import Image as AGImage
 
@@ -343,3 +355,20 @@ def test_vision_planner_sees_a_thumbnail_but_the_chat_keeps_no_pixels(tmp_path: 
     assert isinstance(revision_query, list) and isinstance(revision_query[1], AGImage)
     assert revision_query[1].image.size[0] <= 256
     assert "base64" not in (session.run_dir / "team_state.json").read_text()
+
+
+@pytest.mark.integration
+def test_a_revision_after_a_resume_gives_the_frames_of_one_without(tmp_path: Path) -> None:
+    """The seeds continue where the recorded calls left them: an extend of three segments took three."""
+
+    async def revised(out: Path, resume: bool) -> np.ndarray:
+        session = Orchestrator().chat_session()
+        await session.start("text-to-video", prompt="a harbour", segments=3, seed=5, out=out)
+        if resume:
+            session.close()
+            session = await ChatSession.resume(Orchestrator(), out)
+        result = await session.revise("extend it by one second")
+        session.close()
+        return ArtifactStore(out).frames(result.final_id)
+
+    assert np.array_equal(asyncio.run(revised(tmp_path / "whole", False)), asyncio.run(revised(tmp_path / "b", True)))

@@ -1,13 +1,15 @@
-"""Fast tier: the pinned host copies behind low-VRAM evictions (``tools/host_copies.py``). Pinning needs CUDA, so
+"""The pinned host copies behind low-VRAM evictions (``tools/host_copies.py``). Pinning needs CUDA, so
 these tests carve plain memory with the same code; the GPU tier moves real weights through pinned memory."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from openmora.host_copies import HostPool, PinnedMover, _slots, _span_bytes
 
 torch.set_num_threads(1)
+pytestmark = pytest.mark.unit
 
 
 def _plain(nbytes: int) -> torch.Tensor:

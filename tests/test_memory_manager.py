@@ -1,4 +1,4 @@
-"""Fast tier: the memory manager's decisions, LRU eviction, shared modules and multi-GPU placement, on tiny real
+"""The memory manager's decisions, LRU eviction, shared modules and multi-GPU placement, on tiny real
 pipelines on the CPU (moves are recorded, not performed), plus the loader running the tiny profile under a budget."""
 
 from __future__ import annotations
@@ -62,6 +62,7 @@ def _weights(pipe) -> int:
     return sum(module_bytes(m) for m in pipeline_modules(pipe).values())
 
 
+@pytest.mark.unit
 def test_decide_offload_picks_cheapest_fit():
     assert decide_offload(weights=10 * GB, largest=6 * GB, reserve=4 * GB, budget=24 * GB) == "resident"
     assert decide_offload(weights=30 * GB, largest=6 * GB, reserve=4 * GB, budget=24 * GB) == "model"
@@ -69,6 +70,7 @@ def test_decide_offload_picks_cheapest_fit():
     assert decide_offload(weights=44 * GB, largest=30 * GB, reserve=8 * GB, budget=24 * GB) == "group"
 
 
+@pytest.mark.unit
 def test_lru_eviction_keeps_budget_and_evicts_least_recently_used():
     a, b, c = _tiny("text_to_image"), _tiny("edit_image"), _tiny("image_to_video")
     size = max(_weights(p) for p in (a, b, c))
@@ -88,6 +90,7 @@ def test_lru_eviction_keeps_budget_and_evicts_least_recently_used():
     assert any(dev == "cpu" for _, dev in moves)
 
 
+@pytest.mark.unit
 def test_reserve_counts_for_the_active_unit_even_when_resident():
     a, b = _tiny("text_to_image"), _tiny("edit_image")
     size = max(_weights(a), _weights(b))
@@ -99,6 +102,7 @@ def test_reserve_counts_for_the_active_unit_even_when_resident():
     assert mm.resident_keys() == ["b"]
 
 
+@pytest.mark.unit
 def test_shared_modules_counted_once_and_not_evicted_under_a_user():
     base = _tiny("text_to_image")
     refiner = _sharing_refiner(base)
@@ -116,6 +120,7 @@ def test_shared_modules_counted_once_and_not_evicted_under_a_user():
     assert id(base.unet) in moved
 
 
+@pytest.mark.unit
 def test_runtime_clear_moves_every_resident_pipeline_off_the_device():
     from openmora.runtime import Runtime
 
@@ -134,6 +139,7 @@ def test_runtime_clear_moves_every_resident_pipeline_off_the_device():
     assert sorted(moved) == sorted(id(m) for p in (base, video) for m in pipeline_modules(p).values())
 
 
+@pytest.mark.unit
 def test_refiner_sharing_with_resident_base_stays_resident():
     base = _tiny("text_to_image")
     refiner = _sharing_refiner(base)
@@ -145,6 +151,7 @@ def test_refiner_sharing_with_resident_base_stays_resident():
     assert any("shares modules" in n for n in unit.notes)
 
 
+@pytest.mark.unit
 def test_offload_is_never_combined_with_a_move():
     pipe = _tiny("image_to_video")
     moves, mover = _recorder()
@@ -155,6 +162,7 @@ def test_offload_is_never_combined_with_a_move():
     assert moves == []  # an offloaded pipeline is never .to(device)-ed
 
 
+@pytest.mark.unit
 def test_place_roles_spreads_over_any_number_of_gpus():
     sizes = {"connect_frames": 52, "image_to_video": 18, "text_to_image": 15, "edit_image": 6}
     one = place_roles(sizes, ["cuda:0"])
@@ -169,6 +177,7 @@ def test_place_roles_spreads_over_any_number_of_gpus():
     assert pinned["connect_frames"] == "cuda:1" and pinned["image_to_video"] == "cuda:0"
 
 
+@pytest.mark.integration
 def test_loader_under_a_budget_runs_the_tiny_profile(tmp_path, monkeypatch):
     """The loader hands pipelines to the manager when a budget is set; a tiny task still runs end to end."""
     from openmora import Orchestrator
@@ -186,6 +195,7 @@ def test_loader_under_a_budget_runs_the_tiny_profile(tmp_path, monkeypatch):
         orch.runtime.clear()
 
 
+@pytest.mark.integration
 def test_two_orchestrators_with_different_budgets_share_no_manager(tmp_path):
     """Each orchestrator owns its runtime: pipelines, managers and budgets of one never reach the other."""
     from openmora import Orchestrator
@@ -215,6 +225,7 @@ def _write_clip(tmp_path):
     return write_video(frames, 7, tmp_path / "in.mp4")
 
 
+@pytest.mark.unit
 def test_full_size_configs_build_on_meta():
     """Every committed config builds at full size (on the meta device: no memory) with the published sizes."""
     gib = {h: estimate_bytes(h) / 2**30 for h in FULL_SIZE_MODELS}
@@ -225,6 +236,7 @@ def test_full_size_configs_build_on_meta():
     assert 1.4e9 < sum(p.numel() for p in unet.parameters()) < 1.6e9
 
 
+@pytest.mark.unit
 def test_block_offload_keeps_the_top_level_group_on_the_device():
     """diffusers moves a block-offloaded model's non-block parts (Wan: embedders, output projection) in and out of
     pageable memory around every pass; the helper pins that group to the device and reports exactly its bytes."""
@@ -256,6 +268,7 @@ def test_block_offload_keeps_the_top_level_group_on_the_device():
     assert group.offload_device == torch.device("cpu:1") and manager.resident_bytes() == 0
 
 
+@pytest.mark.unit
 def test_sizes_are_measured_when_added_not_on_every_activation(monkeypatch):
     # Walking a full-size UNet's parameters costs milliseconds and activation sums every resident module several
     # times: the manager measures each module when its pipeline is added, and again only if it is added again.

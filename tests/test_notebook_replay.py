@@ -57,6 +57,7 @@ def _execute(cwd: Path) -> tuple[str, dict]:
 
 
 @pytest.mark.parametrize("cwd", ["notebooks", "."], ids=["cwd-notebooks", "cwd-root"])
+@pytest.mark.integration
 def test_notebook_replays_the_run(fox_run: Path, cwd: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OPENMORA_RUN", str(fox_run))
     html, probe = _execute(ROOT / cwd)
@@ -79,6 +80,7 @@ def test_notebook_replays_the_run(fox_run: Path, cwd: str, monkeypatch: pytest.M
     assert probe["heavy"] == []
 
 
+@pytest.mark.integration
 def test_notebook_replays_a_group_chat(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Agents' messages and the planner's turns, from a chat scripted with AutoGen's replay client."""
     script = tmp_path / "replay.json"
@@ -107,6 +109,7 @@ def test_notebook_replays_a_group_chat(tmp_path: Path, monkeypatch: pytest.Monke
     assert probe["heavy"] == []
 
 
+@pytest.mark.integration
 def test_helper_imports_no_model_library(fox_run: Path) -> None:
     code = (
         "import json, sys\n"
@@ -129,6 +132,7 @@ def _fake_run(folder: Path, mtime: float) -> Path:
     return folder
 
 
+@pytest.mark.unit
 def test_find_run_argument_then_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     a = _fake_run(tmp_path / "a", 1_000)
     b = _fake_run(tmp_path / "b", 2_000)
@@ -140,6 +144,7 @@ def test_find_run_argument_then_env(tmp_path: Path, monkeypatch: pytest.MonkeyPa
         replay.find_run()
 
 
+@pytest.mark.unit
 def test_find_run_falls_back_to_newest(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("OPENMORA_RUN", raising=False)
     monkeypatch.setenv("OPENMORA_RUNS", str(tmp_path / "runs"))
@@ -149,6 +154,7 @@ def test_find_run_falls_back_to_newest(tmp_path: Path, monkeypatch: pytest.Monke
     assert replay.find_run() == newest.resolve()
 
 
+@pytest.mark.unit
 def test_find_run_says_so_when_there_is_none(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("OPENMORA_RUN", raising=False)
     monkeypatch.setenv("OPENMORA_RUNS", str(tmp_path))
@@ -158,6 +164,7 @@ def test_find_run_says_so_when_there_is_none(tmp_path: Path, monkeypatch: pytest
     assert "\n" not in message and "OPENMORA_RUN" in message and "openmora run" in message
 
 
+@pytest.mark.integration
 def test_paths_outside_the_run_are_refused(fox_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     run = tmp_path / "run"
     shutil.copytree(fox_run, run)
@@ -187,6 +194,7 @@ def test_paths_outside_the_run_are_refused(fox_run: Path, tmp_path: Path, monkey
         replay.load_run(run).path("../../etc/passwd")
 
 
+@pytest.mark.unit
 def test_planner_message_and_error_events_render() -> None:
     run = replay.Run(Path("/nonexistent"), meta={})
     planner = replay.render_event(

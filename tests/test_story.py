@@ -17,6 +17,7 @@ from openmora.video_io import read_video
 STORY = "A fox wakes in its den. It runs across the snow. At dusk it reaches the river."
 
 
+@pytest.mark.unit
 def test_split_shots() -> None:
     assert split_shots("a; b ;c") == ["a", "b", "c"]
     assert split_shots("line one\nline two.") == ["line one", "line two"]
@@ -33,6 +34,7 @@ def render(tmp_path: Path, name: str, overlap: bool) -> tuple[np.ndarray, list[d
     return store.frames(r.final_id), events, store
 
 
+@pytest.mark.integration
 def test_story_overlapped_equals_serial_and_joins_shots_in_order(tmp_path: Path) -> None:
     par, events, store = render(tmp_path, "par", overlap=True)
     ser, _, _ = render(tmp_path, "ser", overlap=False)
@@ -54,6 +56,7 @@ def test_story_overlapped_equals_serial_and_joins_shots_in_order(tmp_path: Path)
 
 
 @pytest.mark.parametrize("prompt", ["just one shot", ""])
+@pytest.mark.unit
 def test_story_needs_two_shots(tmp_path: Path, capsys, prompt: str) -> None:
     code = main(["run", "story", "--prompt", prompt, "--out", str(tmp_path / "o")])
     err = capsys.readouterr().err.strip()
@@ -61,6 +64,7 @@ def test_story_needs_two_shots(tmp_path: Path, capsys, prompt: str) -> None:
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.integration
 def test_story_can_be_extended_by_a_revision(tmp_path: Path) -> None:
     import asyncio
 

@@ -44,6 +44,7 @@ def tools_used(events: list[dict]) -> list[str]:
     return [e["tool"] for e in events if e["type"] == "tool_call"]
 
 
+@pytest.mark.integration
 def test_text_to_video_chains_segments(tmp_path: Path) -> None:
     r = Orchestrator(profile="tiny").run(
         "text-to-video", prompt="a fox running through snow at dusk", out=tmp_path / "r", segments=3
@@ -58,6 +59,7 @@ def test_text_to_video_chains_segments(tmp_path: Path) -> None:
     assert {a.kind for a in r.artifacts} == {"image", "video"}
 
 
+@pytest.mark.integration
 def test_image_to_video_fits_input_and_says_so(tmp_path: Path, media: dict) -> None:
     r = Orchestrator().run("image-to-video", image=media["image"], prompt="the waves roll in", out=tmp_path / "r")
     frames, manifest, events = check_run(r.run_dir)
@@ -69,6 +71,7 @@ def test_image_to_video_fits_input_and_says_so(tmp_path: Path, media: dict) -> N
     assert parents[manifest["run"]["final"]] == ["img-0001"]
 
 
+@pytest.mark.integration
 def test_extend_output_starts_with_input_frames(tmp_path: Path, media: dict) -> None:
     r = Orchestrator().run("extend", videos=[media["video_a"]], segments=2, out=tmp_path / "r")
     frames, manifest, events = check_run(r.run_dir)
@@ -82,6 +85,7 @@ def test_extend_output_starts_with_input_frames(tmp_path: Path, media: dict) -> 
     assert any("resampled 30 fps" in e.get("text", "") for e in events)
 
 
+@pytest.mark.integration
 def test_edit_regenerates_from_edited_first_frame(tmp_path: Path, media: dict) -> None:
     r = Orchestrator().run(
         "edit", videos=[media["video_b"]], prompt="make it 1920s black and white", out=tmp_path / "r"
@@ -96,6 +100,7 @@ def test_edit_regenerates_from_edited_first_frame(tmp_path: Path, media: dict) -
     assert by_id[edited["parents"][0]]["tool"] == "first_frame"
 
 
+@pytest.mark.integration
 def test_connect_starts_with_a_and_ends_with_b(tmp_path: Path, media: dict) -> None:
     r = Orchestrator().run("connect", videos=[media["video_a"], media["video_b"]], out=tmp_path / "r")
     frames, manifest, events = check_run(r.run_dir)
@@ -108,6 +113,7 @@ def test_connect_starts_with_a_and_ends_with_b(tmp_path: Path, media: dict) -> N
     assert tools_used(events) == ["connect_clips"]
 
 
+@pytest.mark.integration
 def test_digital_world_from_text_adds_style_cue(tmp_path: Path) -> None:
     r = Orchestrator().run("digital-world", prompt="a village by a river", segments=1, out=tmp_path / "r")
     frames, manifest, events = check_run(r.run_dir)
@@ -115,6 +121,7 @@ def test_digital_world_from_text_adds_style_cue(tmp_path: Path) -> None:
     assert "digital world style" in image["params"]["prompt"]
 
 
+@pytest.mark.integration
 def test_digital_world_restyles_an_input_image(tmp_path: Path, media: dict) -> None:
     r = Orchestrator().run("digital-world", image=media["image"], out=tmp_path / "r")
     frames, manifest, events = check_run(r.run_dir)
@@ -123,6 +130,7 @@ def test_digital_world_restyles_an_input_image(tmp_path: Path, media: dict) -> N
     assert "digital world" in edit["params"]["instruction"]
 
 
+@pytest.mark.integration
 def test_same_seed_same_frames_and_other_seed_differs(tmp_path: Path) -> None:
     runs = [
         Orchestrator().run("text-to-video", prompt="a lighthouse", seed=seed, segments=2, out=tmp_path / f"r{i}")
@@ -135,6 +143,7 @@ def test_same_seed_same_frames_and_other_seed_differs(tmp_path: Path) -> None:
     assert not np.array_equal(exact[0], exact[2])
 
 
+@pytest.mark.integration
 def test_loader_loads_each_pipeline_once(tmp_path: Path, media: dict) -> None:
     rt = Runtime()  # shared by three orchestrators: each pipeline loads once for all of them
     Orchestrator(runtime=rt).run("text-to-video", prompt="a boat", segments=2, out=tmp_path / "a")
@@ -150,6 +159,7 @@ def test_loader_loads_each_pipeline_once(tmp_path: Path, media: dict) -> None:
     assert set(tiny.values()) == {1}
 
 
+@pytest.mark.integration
 def test_cli_run_prints_final_path(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     out = tmp_path / "cli"
     code = main(["run", "text-to-video", "--prompt", "a kite", "--segments", "1", "--out", str(out), "--seed", "3"])
@@ -158,6 +168,7 @@ def test_cli_run_prints_final_path(tmp_path: Path, capsys: pytest.CaptureFixture
     check_run(out)
 
 
+@pytest.mark.integration
 def test_user_profile_file(tmp_path: Path) -> None:
     import yaml
 
@@ -174,6 +185,7 @@ def test_user_profile_file(tmp_path: Path) -> None:
     assert manifest["run"]["profile"] == "mine"
 
 
+@pytest.mark.unit
 def test_lossless_copy_is_bit_exact(tmp_path: Path) -> None:
     from openmora.video_io import read_frames, write_lossless
 
@@ -185,3 +197,73 @@ def test_lossless_copy_is_bit_exact(tmp_path: Path) -> None:
     assert art.frames_path.endswith(".lossless.mkv")
     store.flush()  # files are written in the background
     assert np.array_equal(ArtifactStore(tmp_path / "run").frames(art.id), frames)  # a fresh store reads the file
+
+
+@pytest.mark.unit
+def test_a_call_that_takes_several_seeds_reserves_them() -> None:
+    from openmora.tools.context import ToolContext
+
+    ctx = ToolContext(store=None, loader=None, profile=None, seed=10)
+    assert ctx.next_seeds(None, 3) == [10, 11, 12]  # an extend of three segments
+    assert ctx.next_seed(None) == 13  # the next call starts after them
+    assert ctx.next_seeds(7, 2) == [7, 8] and ctx.next_seed(None) == 14  # an explicit seed takes none of the run's
+
+
+@pytest.mark.unit
+def test_a_resume_counts_the_seeds_the_recorded_calls_took() -> None:
+    from openmora.artifacts import Artifact
+    from openmora.tools.context import seeds_taken
+
+    def art(tool: str, seed: int | None, parents: tuple = (), **params) -> Artifact:
+        return Artifact(id="x", kind="video", path="x", sha256="", width=2, height=2, tool=tool, seed=seed,
+                        parents=list(parents), params=params)  # fmt: skip
+
+    made = [
+        art("input", None),
+        art("text_to_image", 0),
+        art("image_to_video", 1),
+        art("extend_video", 2, segments=3),
+        art("connect_clips", 5, ("clip-0001", "clip-0002")),  # the transition...
+        art("connect_clips", 5, ("clip-0001", "clip-0003", "clip-0002")),  # ...and the joined clip: one call
+    ]
+    assert seeds_taken(made) == 1 + 1 + 3 + 1
+
+
+@pytest.mark.integration
+def test_consecutive_extends_never_share_a_seed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import asyncio
+
+    from openmora.tools import extend_video, image_to_video
+
+    seeds: list[int] = []
+    real = image_to_video.render_segment
+
+    def recording(ctx, image, prompt, seed, on_frames=None):
+        seeds.append(seed)
+        return real(ctx, image, prompt, seed, on_frames)
+
+    monkeypatch.setattr(image_to_video, "render_segment", recording)
+    monkeypatch.setattr(extend_video, "render_segment", recording)
+
+    async def conversation() -> None:
+        session = Orchestrator().chat_session()
+        await session.start("text-to-video", prompt="a kite", segments=3, seed=4, out=tmp_path / "r")
+        await session.revise("extend it by one second")  # a second extend right after the first
+        await session.revise("animate it again")  # image-to-video after an extend
+        session.close()
+
+    asyncio.run(conversation())
+    assert len(seeds) >= 5 and len(set(seeds)) == len(seeds), seeds
+
+
+@pytest.mark.integration
+def test_a_run_stops_its_store_writer_when_it_returns(tmp_path: Path) -> None:
+    import threading
+
+    def writers() -> set[threading.Thread]:
+        return {t for t in threading.enumerate() if t.name.startswith("artifacts")}
+
+    before = writers()
+    r = Orchestrator().run("text-to-video", prompt="a kite", segments=1, out=tmp_path / "r")
+    assert writers() <= before  # the run's writer thread is gone
+    check_run(r.run_dir)  # and every file it wrote is there

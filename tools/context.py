@@ -15,7 +15,7 @@ import inspect
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from openmora.artifacts import ArtifactStore
+from openmora.artifacts import Artifact, ArtifactStore
 from openmora.errors import InputError
 from openmora.loader import PipelineLoader
 from openmora.profiles import Profile
@@ -55,16 +55,24 @@ class ToolContext:
     seed: int = 0
     on_event: Callable[[dict], None] | None = None
     timings: dict[str, float] = field(default_factory=lambda: {"generate": 0.0})
-    _calls: int = 0
+    _calls: int = 0  # seeds of the run's sequence handed out so far (after a resume: :func:`seeds_taken`)
 
     def next_seed(self, seed: int | None) -> int:
-        """The seed for a tool call: the explicit one, or the run's seed plus the number of calls so far."""
+        """The seed for a tool call: the explicit one, or the next seed of the run's sequence."""
+        return self.next_seeds(seed, 1)[0]
+
+    def next_seeds(self, seed: int | None, n: int) -> list[int]:
+        """``n`` consecutive seeds for one tool call (one per segment): from the explicit ``seed`` on, or the next
+        ``n`` of the run's sequence (run seed + seeds handed out so far), reserved so that no later call reuses one."""
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ValueError(f"n must be a whole number >= 1, got {n!r}")
         if seed is not None:
-            if not isinstance(seed, int) or seed < 0:
+            if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
                 raise InputError(f"seed must be a whole number >= 0, got {seed!r}")
-            return seed
-        self._calls += 1
-        return self.seed + self._calls - 1
+            return list(range(seed, seed + n))
+        first = self.seed + self._calls
+        self._calls += n
+        return list(range(first, first + n))
 
     def emit(self, event: dict) -> None:
         if self.on_event:
@@ -75,6 +83,18 @@ class ToolContext:
         if part == "refiner":
             cfg = cfg.refiner
         return dict(cfg.params)
+
+
+def seeds_taken(artifacts: Iterable[Artifact]) -> int:
+    """How many seeds of the run's sequence the recorded tool calls took, so a resumed run hands out the seeds an
+    uninterrupted one would: one per call, one per segment for ``extend_video``; ``connect_clips`` records two
+    artifacts (the transition, then the joined clip) from one call. A call given an explicit seed counts as well."""
+    n = 0
+    for art in artifacts:
+        if art.seed is None or (art.tool == "connect_clips" and len(art.parents) == 3):  # the joined clip
+            continue
+        n += int(art.params.get("segments", 1)) if art.tool == "extend_video" else 1
+    return n
 
 
 def to_uint8_frames(frames: Any) -> np.ndarray:

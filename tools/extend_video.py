@@ -33,7 +33,7 @@ def extend_video(
         clip_id: the artifact id of the clip to continue (e.g. clip-0001).
         prompt: what should happen next (used by models that take text; optional).
         segments: how many new segments to add, 1 to 12 (each adds about one image-to-video clip of length).
-        seed: random seed for reproducible results (optional).
+        seed: random seed for reproducible results (optional); segment i uses seed + i.
 
     Returns:
         The extended clip's artifact id and a one-line description.
@@ -41,7 +41,7 @@ def extend_video(
     if not isinstance(segments, int) or not 1 <= segments <= MAX_SEGMENTS:
         raise ToolArgumentError(f"segments must be a whole number from 1 to {MAX_SEGMENTS}, got {segments!r}")
     source = ctx.store.get(clip_id, "video")
-    seed = ctx.next_seed(seed)
+    seeds = ctx.next_seeds(seed, segments)  # one per segment, all reserved: the next call starts after them
     start = time.perf_counter()
     notes: list[str] = []
     # The new clip is encoded while it grows: the original's frames and each finished segment go to the encoders
@@ -54,7 +54,7 @@ def extend_video(
             # Chain on the exact last frame array (lossless), not on a decode of the lossy MP4. The segment's frames
             # go to the encoders as they are decoded; the first re-draws the conditioning frame: dropped, so no frame
             # is shown twice.
-            frames, seg_notes = render_segment(ctx, last[-1], prompt, seed + i, partial(_append_new, stream))
+            frames, seg_notes = render_segment(ctx, last[-1], prompt, seeds[i], partial(_append_new, stream))
             notes += [n for n in seg_notes if n not in notes]
             last = frames
     except BaseException:
@@ -64,7 +64,7 @@ def extend_video(
         tool="extend_video",
         parents=[source.id],
         params={"prompt": prompt, "segments": segments},
-        seed=seed,
+        seed=seeds[0],
         seconds=time.perf_counter() - start,
         description=f"{source.id} extended by {segments} segment{'s' if segments > 1 else ''}",
     )

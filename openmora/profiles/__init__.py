@@ -20,28 +20,14 @@ from typing import Any
 import yaml
 
 from openmora.errors import InputError
+from openmora.speedups import check_speedups
 
 PROFILES_DIR = Path(__file__).resolve().parent  # the YAML files ship beside this module (package data)
 ROLES = ("text_to_image", "edit_image", "image_to_video", "connect_frames")
 DTYPES = ("auto", "float32", "float16", "bfloat16")
 OFFLOAD = ("none", "auto", "model", "group", "sequential")
-# Output-preserving speed options the loader can apply to a pipeline (bench/SPEED_NOTES.md measures each).
 STORAGE_DTYPES = ("float8_e4m3fn", "float8_e5m2")
 FAST_KEYS = ("params", "cache", "storage_dtype", "notes")
-SPEEDUPS = (
-    "batched_cfg",
-    "channels_last",
-    "cl_group_norm",
-    "compile",
-    "cudnn_attention",
-    "cuda_graphs",
-    "encoder_graphs",
-    "fused_qkv",
-    "gpu_image_prep",
-    "lean_attention",
-    "no_step_sync",
-    "vae_compile",
-)
 
 
 @dataclass
@@ -134,8 +120,11 @@ def _role_from_dict(profile: str, role: str, data: Any) -> RoleConfig:
     if reserve is not None and (isinstance(reserve, bool) or not isinstance(reserve, (int, float)) or reserve < 0):
         raise InputError(f"{where}: reserve_gb must be a number of GB >= 0, got {reserve!r}")
     speedups = data.get("speedups", [])
-    if not isinstance(speedups, list) or any(s not in SPEEDUPS for s in speedups):
-        raise InputError(f"{where}: speedups must be a list drawn from {', '.join(SPEEDUPS)}, got {speedups!r}")
+    if not isinstance(speedups, list) or not all(isinstance(s, str) for s in speedups):
+        raise InputError(
+            f"{where}: speedups must be a list of names (python -m openmora.speedups lists them), got {speedups!r}"
+        )
+    check_speedups(speedups, where)  # the speedup registry's names (openmora.speedups)
     cache = data.get("cache")
     if cache is not None and (not isinstance(cache, dict) or not isinstance(cache.get("type"), str)):
         raise InputError(

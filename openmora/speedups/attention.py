@@ -8,8 +8,8 @@ two kinds of call that do little work (bench/SPEED_NOTES.md):
   queries and skips ``to_q`` and the attention kernel (the same numbers up to GEMM rounding).
 * temporal self-attention over 25 frames (18,432 sequences of 25 tokens): FlashAttention pads each to a 128-token
   tile; the memory-efficient kernel runs these ~2x faster at the same precision, and the Triton kernel of
-  ``tools/short_attention.py`` (CUDA builds of torch) ~2x faster again (1.05 -> 0.50 ms at the finest level), with
-  q, k and v from one GEMM over the concatenated weights (the input read once).
+  :mod:`openmora.speedups.short_attention` (CUDA builds of torch) ~2x faster again (1.05 -> 0.50 ms at the finest
+  level), with q, k and v from one GEMM over the concatenated weights (the input read once).
 
 Every other call (masks, spatial norms, group norms, long sequences, CPU) goes through diffusers' own
 ``AttnProcessor2_0`` unchanged.
@@ -152,3 +152,18 @@ def install_lean_attention(module: torch.nn.Module) -> int:
             sub.set_processor(lean)
             changed += 1
     return changed
+
+
+def prefer_cudnn_attention(module: torch.nn.Module) -> None:
+    """Run ``module``'s SDPA calls with cuDNN's fused attention first (then Flash, memory-efficient, math): the
+    ``cudnn_attention`` speedup. Where a backend cannot take a call, the next one in the order does."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    order = [SDPBackend.CUDNN_ATTENTION, SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
+    forward = module.forward
+
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        with sdpa_kernel(order, set_priority=True):
+            return forward(*args, **kwargs)
+
+    module.forward = wrapped

@@ -151,3 +151,25 @@ def install_cuda_graphs(module: torch.nn.Module) -> GraphedForward:
     graphed = GraphedForward(module)
     module.forward = graphed
     return graphed
+
+
+ENCODERS = ("text_encoder", "text_encoder_2", "image_encoder")  # the pipeline attributes ``encoder_graphs`` graphs
+
+
+def install_graphs(pipe: Any, speedups: list[str] | tuple[str, ...] | frozenset[str]) -> list[str]:
+    """Graph a resident pipeline's launch-bound modules for the graph speedups among ``speedups``; returns the names
+    of the modules graphed.
+
+    ``cuda_graphs``: the denoiser (SDXL's UNet: 2,350 kernels in 28 ms of GPU time, 76 ms eager).
+    ``encoder_graphs``: the prompt and image encoders (CLIP text and vision transformers at batch 1: ~15 small kernels
+    per layer, the GPU idle between them). A module shared by two pipelines (SDXL's second text encoder) gets one
+    graph set.
+    """
+    names = []
+    if "cuda_graphs" in speedups:
+        names += [n for n in ("unet", "transformer") if getattr(pipe, n, None) is not None][:1]
+    if "encoder_graphs" in speedups:
+        names += [n for n in ENCODERS if isinstance(getattr(pipe, n, None), torch.nn.Module)]
+    for name in names:
+        install_cuda_graphs(getattr(pipe, name))
+    return names

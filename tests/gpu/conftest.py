@@ -4,10 +4,6 @@ import pytest
 import torch
 
 
-def pytest_configure(config):
-    config.addinivalue_line("markers", "gpu: needs a CUDA GPU with ~80 GB (full-size random-weight models)")
-
-
 def pytest_collection_modifyitems(config, items):
     if torch.cuda.is_available():
         return

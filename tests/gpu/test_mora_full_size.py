@@ -7,7 +7,7 @@ import torch
 
 from openmora.runtime import Runtime
 
-pytestmark = pytest.mark.gpu
+pytestmark = [pytest.mark.gpu, pytest.mark.slow]
 # Shared by this module's tests, as one process's runs would be: the full-size pipelines load once.
 RUNTIME = Runtime()
 
