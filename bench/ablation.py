@@ -1,4 +1,4 @@
-"""The ablation phase of ``bench/gpu_bench.py``: one change at a time on SVD's UNet and temporal VAE at Mora's shapes.
+"""The ablation phase of ``python -m bench.gpu_bench``: one change at a time on SVD's UNet and temporal VAE at Mora's shapes.
 
 UNet: CFG batch 2 x 25 frames at 1024x576 (latents 72x128), one forward per timing, median of several. Each change
 is tried on top of the best state so far and kept only if it is faster (so a slower change never hides behind a
@@ -617,7 +617,7 @@ def run_convs(args: Any, elapsed: Callable[[], float]) -> dict:
             {"compile": True, "cl4": True, "as2d": True, "benchmark": True},
         ),
     ]
-    if getattr(args, "convs_autotune", False):  # did not finish one block in 6 minutes on the H100 (run c1)
+    if getattr(args, "convs_autotune", False):  # did not finish compiling one block in 6 minutes on the H100
         variants.append(
             ("compile max-autotune-no-cudagraphs", {"compile": True, "cl4": True, "mode": "max-autotune-no-cudagraphs"})
         )

@@ -1,9 +1,9 @@
 """Video I/O cost per clip at Mora's frame size (1024x576), old settings vs current, in the same run.
 
-    python bench/bench_encode.py            # 49 frames (two chained SVD segments), smooth moving content + noise
+    python -m bench.bench_encode            # 49 frames (two chained SVD segments), smooth moving content + noise
 
 Old: libx264 preset medium on one thread for the MP4, zlib-compressed NumPy for the lossless copy.
-Current (tools/video_io.py): preset veryfast on all threads; lossless RGB H.264 (qp 0) in Matroska, bit-exact.
+Current (openmora/video_io.py): preset veryfast on all threads; lossless RGB H.264 (qp 0) in Matroska, bit-exact.
 """
 
 from __future__ import annotations
@@ -83,7 +83,7 @@ def main() -> int:
         "mb": sizes,
     }
     res["_meta"] = {
-        "command": "python bench/bench_encode.py " + " ".join(sys.argv[1:]),
+        "command": "python -m bench.bench_encode " + " ".join(sys.argv[1:]),
         "cores": os.cpu_count(),
         "frames": args.frames,
     }

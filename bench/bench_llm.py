@@ -1,7 +1,7 @@
 """Benchmark the embedded LLM as the team's planner and prompt agent on this machine.
 
-    python bench/bench_llm.py                  # model "local" (Qwen2.5-Coder-1.5B Q4_K_M), 6 tasks x 5 prompts
-    python bench/bench_llm.py --model local-small
+    python -m bench.bench_llm                  # model "local" (Qwen2.5-Coder-1.5B Q4_K_M), 6 tasks x 5 prompts
+    python -m bench.bench_llm --model local-small
 
 For every task x prompt it asks the planner for the first speaker with ALL agents allowed by the grammar (so the
 choice measures the model's own planning, not our narrowing) and counts it valid when it is one the task's plan
@@ -158,7 +158,7 @@ def main() -> int:
     res = asyncio.run(run(args.model))
     rows = res.pop("_rows")
     meta = {
-        "command": f"python bench/bench_llm.py --model {args.model}",
+        "command": f"python -m bench.bench_llm --model {args.model}",
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
         "date": time.strftime("%Y-%m-%d"),
         "model": args.model,

@@ -1,7 +1,7 @@
 """Multi-shot story: serial vs stage-overlapped rendering, in the same run, with the same frames.
 
-    python bench/bench_story.py            # tiny profile on this machine (CPU: the two stages use two cores)
-    python bench/bench_story.py --profile mora --shots 4   # on a GPU machine with the weights
+    python -m bench.bench_story            # tiny profile on this machine (CPU: the two stages use two cores)
+    python -m bench.bench_story --profile mora --shots 4   # on a GPU machine with the weights
 
 Prints a table and writes bench/results/story_<profile>.json.
 """
@@ -64,7 +64,7 @@ def main() -> int:
         "same_frames": same,
         "shots": args.shots,
         "segments": args.segments,
-        "_meta": {"command": "python bench/bench_story.py " + " ".join(sys.argv[1:]), "cores": os.cpu_count()},
+        "_meta": {"command": "python -m bench.bench_story " + " ".join(sys.argv[1:]), "cores": os.cpu_count()},
     }
     out = ROOT / "bench" / "results" / f"story_{args.profile}.json"
     out.write_text(json.dumps(result, indent=2) + "\n")

@@ -1,8 +1,9 @@
 """Benchmark: each of the six tasks on a profile (default ``tiny``), wall time split into load / generate / encode /
-other (orchestration). Writes ``bench/results/<name>.json`` and prints a Markdown table.
+other (orchestration). Writes ``bench/results/<cpu|gpu>_<profile>.json`` (``cpu_tiny.json`` by default) and prints a
+Markdown table.
 
-    python bench/bench_tasks.py                 # tiny profile, CPU, one torch thread
-    python bench/bench_tasks.py --repeat 3      # best of 3 per task (the first run of a task also pays for loading)
+    python -m bench.bench_tasks                 # tiny profile, CPU, one torch thread
+    python -m bench.bench_tasks --repeat 3      # best of 3 per task (the first run of a task also pays for loading)
 
 The goal is "other" under 5% of wall time: the orchestration should cost nothing next to the models.
 """
@@ -59,12 +60,17 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--profile", default="tiny")
     parser.add_argument("--repeat", type=int, default=3, help="runs per task; the table shows the fastest")
-    parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "cpu_tiny.json"))
+    parser.add_argument("--out", help="the JSON to write (default: bench/results/<cpu|gpu>_<profile>.json)")
     args = parser.parse_args()
+    if args.out is None:
+        import torch
+
+        where = "gpu" if torch.cuda.is_available() else "cpu"
+        args.out = str(ROOT / "bench" / "results" / f"{where}_{Path(args.profile).stem}.json")
 
     from openmora import Orchestrator
 
-    cmd = "python bench/bench_tasks.py " + " ".join(sys.argv[1:])
+    cmd = "python -m bench.bench_tasks " + " ".join(sys.argv[1:])
     results: dict[str, dict] = {}
     with tempfile.TemporaryDirectory() as tmp:
         tmp_path = Path(tmp)

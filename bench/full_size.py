@@ -1,4 +1,4 @@
-"""Full-size pipelines with random weights, built from the published configs committed under tests/fixtures/configs.
+"""Full-size pipelines with random weights, built from the published configs committed under bench/configs.
 
 Hubs are unreachable on these machines and no weights are stored anywhere, so the real model ids of the ``mora``
 profile are exercised by building the same architectures at full size (parameter count, memory, FLOPs and speed
@@ -10,7 +10,7 @@ Two ways to use a build:
 * :func:`ensure_full_size_model` saves it with ``save_pretrained`` into the cache once, so the real
   ``from_pretrained`` path loads it (SDXL, InstructPix2Pix, SVD: a few GB each);
 * ``model: fullsize:<hub id>`` in a profile builds it in-process on first use (Wan 14B: 41 GB is too slow to write
-  and read back inside a GPU lease).
+  and read back within one benchmark command; building it takes 50-97 s).
 
 Example:
     >>> from bench.full_size import FULL_SIZE_MODELS, estimate_bytes
@@ -56,7 +56,7 @@ class FullSizeSpec:
     pipeline: str
     components: dict[str, str]
     extras: dict[str, Any] = field(default_factory=dict)
-    save: bool = True  # False: too big to write and re-read inside a lease; build in-process
+    save: bool = True  # False: too big to write and read back within one benchmark command; built in-process
 
 
 SDXL = "stabilityai--stable-diffusion-xl-base-1.0"

@@ -19,8 +19,8 @@ Per task it prints wall time, per-stage times (each pipeline, denoiser, VAE deco
 peak VRAM, speedup over the baseline and the FLOP floor of the denoiser passes at the measured bf16 matmul rate.
 
 Usage:
-    python bench/gpu_bench.py --tiny --out /tmp/bench            # CPU, tiny models: checks the script end to end
-    python bench/gpu_bench.py --out $OUT --phases baseline,optimized,precision   # on the H100
+    python -m bench.gpu_bench --tiny --out /tmp/bench            # CPU, tiny models: checks the script end to end
+    python -m bench.gpu_bench --out $OUT --phases baseline,optimized,precision   # on the H100
 """
 
 from __future__ import annotations
@@ -772,7 +772,7 @@ def run_precision(profile_opt: Any, args: argparse.Namespace) -> dict:
     for prec, dtype in (("fp16", torch.float16 if dev == "cuda" else torch.float32), ("fp32", torch.float32)):
         if prec == "fp32" and saved is not None:
             # A saved fp32 reference counts only if this run's fp16 latents reproduce the saved fp16 ones (same
-            # weights, inputs and kernels): two fp16 runs of the same build are bit-identical (REFERENCE.md).
+            # weights, inputs and kernels): two fp16 runs of the same build are bit-identical.
             same = {k: rel_err(v, saved["fp16"][k]) for k, v in got["fp16"].items() if k in saved.get("fp16", {})}
             res["saved_reference"] = {"file": str(args.precision_ref), "fp16_rel_diff": same}
             log.info("saved reference: fp16 now vs saved %s", same)

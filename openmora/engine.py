@@ -38,7 +38,7 @@ class Orchestrator:
         runtime: owns loaded pipelines, memory managers and torch settings; default: a new one for this
             orchestrator. Share one between orchestrators to share their pipelines and GPU budget.
         fast: the opt-in fast mode: each role's ``fast`` overrides (fewer steps, diffusers caches, fp8 weights).
-            It changes the output; bench/SPEED_NOTES.md gives its error against an fp32 reference.
+            It changes the output (``mora --fast``: final SVD latents 9.38e-2 from an fp32 reference, 1.57e-3 without).
 
     Example:
         >>> orch = Orchestrator(profile="tiny")

@@ -42,8 +42,8 @@ import torch
 logger = logging.getLogger(__name__)
 
 GB = 1024**3
-# Activation headroom a pipeline class needs beyond its weights at the sizes our profiles use (measured on an H100
-# at Mora's settings, see bench/GPU_RESULTS.md; a profile's reserve_gb overrides it).
+# Activation headroom a pipeline class needs beyond its weights at the sizes our profiles use (peaks measured on an
+# H100 at Mora's settings; a profile's reserve_gb overrides it).
 DEFAULT_RESERVE_GB = {
     "StableVideoDiffusionPipeline": 14.0,  # temporal VAE decode of 12 frames at 1024x576 peaks near 13.7 GB
     "StableDiffusionXLPipeline": 4.0,
@@ -338,8 +338,8 @@ def apply_group_offload(pipe: Any, device: torch.device) -> int:
     The transformer/UNet streams its blocks from pinned CPU memory while the previous block computes; text and image
     encoders and the VAE are moved whole when used (they fit). ``record_stream`` lets a block's GPU copy be released
     without waiting for the compute stream (diffusers otherwise synchronizes after every block): Wan 2.15 -> 1.99 s
-    per step on the main thread, same latents (bench/SPEED_NOTES.md row 20). Pinned copies are made up front, so while they are
-    made the host holds the weights twice: where its free memory is short of that, blocks are pinned as they move
+    per step on the main thread, same latents. Pinned copies are made up front, so while they are made the host holds
+    the weights twice: where its free memory is short of that, blocks are pinned as they move
     (``low_cpu_mem_usage``, slower transfers) instead of failing the machine.
 
     The parts of a denoiser outside its block lists stay on the device (:func:`keep_top_level_on_device`). Returns

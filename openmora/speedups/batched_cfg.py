@@ -13,7 +13,8 @@ on ``[cond; uncond]`` (the same latents, timestep and image embeddings twice, th
 stacked) and keeps the unconditional half. The ``"uncond"`` call that follows gets that half back when its inputs
 are the ones the batch used (the same latents and timestep objects, equal negative embeddings); any other call runs
 as usual. Each half of the batch is the same function of the same inputs as the separate call, so the output only
-changes by the kernels' rounding at another batch size (measured in bench/SPEED_NOTES.md).
+changes by the kernels' rounding at another batch size (Wan FLF2V, 10 steps: final latents 2.7593e-2 from an fp32
+transformer batched, 2.7596e-2 separate).
 
 Example:
     >>> from openmora.speedups.batched_cfg import install_batched_cfg

@@ -1,7 +1,7 @@
 """CUDA-graph replay of a denoiser's forward: what the ``cuda_graphs`` speedup installs.
 
 SDXL's UNet at 1024x576 launches ~2,350 kernels per step whose GPU time is 28 ms, but the eager call takes 76 ms:
-the step is bound by Python and kernel launches, not by the GPU (H100 profile, bench/SPEED_NOTES.md). Replaying a
+the step is bound by Python and kernel launches, not by the GPU (H100 profile). Replaying a
 captured graph launches the whole step at once. The math is the same kernels on the same inputs, so the output is
 bit-identical to eager.
 

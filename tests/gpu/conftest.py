@@ -7,7 +7,7 @@ import torch
 def pytest_collection_modifyitems(config, items):
     if torch.cuda.is_available():
         return
-    skip = pytest.mark.skip(reason="no CUDA device here: the gpu tier runs on an H100 (see bench/GPU_RESULTS.md)")
+    skip = pytest.mark.skip(reason="no CUDA device here: the gpu tier runs on an H100 (see bench/RESULTS.md)")
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
