@@ -24,6 +24,8 @@ import torch
 import torch._dynamo
 import torch._inductor.config as inductor_config
 
+from openmora.errors import first_line
+
 log = logging.getLogger("bench")
 KERNEL_KINDS = (  # first match wins; names are CUDA kernel names as the profiler reports them
     # Triton first: inductor names its fused kernels after the ops they absorb ("triton_poi_fused_convolution_..."
@@ -121,7 +123,7 @@ def sdpa_backends(dev: str, dt: torch.dtype) -> list[dict]:
                     t = median_time(attend, 5)
                 row[backend.name.lower()] = round(t * 1e3, 3)
             except RuntimeError as err:
-                row[backend.name.lower()] = f"n/a: {str(err).splitlines()[0][:80]}"
+                row[backend.name.lower()] = f"n/a: {first_line(err)[:80]}"
         t = median_time(attend, 5)
         row["default_ms"] = round(t * 1e3, 3)
         rows.append(row)

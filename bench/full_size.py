@@ -33,7 +33,7 @@ from typing import Any
 
 import torch
 
-from openmora.tiny_models import cache_root
+from openmora.settings import cache_root
 
 logger = logging.getLogger(__name__)
 

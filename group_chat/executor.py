@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from openmora.group_chat.plan_state import PlanState, Step, write_state
-from openmora.group_chat.transcript import Transcript
+from openmora.group_chat.transcript import Transcript, record_tool_call
 from openmora.tools.connect_clips import connect_clips
 from openmora.tools.context import ToolContext, ToolResult
 from openmora.tools.edit_image import edit_image
@@ -67,40 +67,23 @@ class PlanExecutor:
             text = enhance_prompt(**args)
             self.state.record_tool(agent, "enhance_prompt", [], text)
             self.save_state()
-            self.transcript.record(
-                "tool_call",
-                agent=agent,
-                tool="enhance_prompt",
-                seconds=time.perf_counter() - start,
-                arguments=args,
-                result=text,
-                **extra,
+            record_tool_call(
+                self.transcript, agent, step.tool, args, result=text, seconds=time.perf_counter() - start, **extra
             )
             return f"prompt: {text}"
         try:
             result = TOOLS[step.tool](self.ctx, **args)
         except BaseException as err:
-            message = str(err).splitlines()[0] if str(err) else type(err).__name__
-            self.transcript.record(
-                "tool_call", agent=agent, tool=step.tool, seconds=time.perf_counter() - start, error=message, **extra
+            record_tool_call(
+                self.transcript, agent, step.tool, args, error=err, seconds=time.perf_counter() - start, **extra
             )
             raise
         # Plan state first (saved once the outputs are on disk): an interruption after that never re-runs the step.
         self.state.record_tool(agent, step.tool, result.outputs)
         self.save_state()
-        self.transcript.record(
-            "tool_call",
-            agent=agent,
-            tool=step.tool,
-            inputs=[v for k, v in args.items() if k.endswith("_id") and isinstance(v, str)],
-            outputs=result.outputs,
-            seconds=time.perf_counter() - start,
-            arguments={k: v for k, v in args.items() if not k.endswith("_id")},
-            result=result.text,
-            **extra,
+        record_tool_call(
+            self.transcript, agent, step.tool, args, result=result, seconds=time.perf_counter() - start, **extra
         )
-        for note in result.notes:
-            self.transcript.record("note", agent=agent, tool=step.tool, text=note)
         return f"{step.tool}: {result.text}"
 
     async def arun_step(self, step: Step) -> str:

@@ -15,13 +15,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 import re
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
+from openmora.fileio import atomic_write_text
 from openmora.group_chat.plans import plan_steps
 from openmora.tools.enhance_prompt import DIGITAL_WORLD_EDIT, enhance_prompt
 
@@ -46,11 +45,15 @@ _NUMBERS = {
 }
 
 
+# A plan step's status: pending until its tool succeeds (done), or skipped (an optional step its successor overtook).
+StepStatus = Literal["pending", "done", "skipped"]
+
+
 @dataclass
 class Step:
     agent: str
     tool: str
-    status: str = "pending"  # pending | done | skipped
+    status: StepStatus = "pending"
     outputs: list[str] = field(default_factory=list)
     attempts: int = 0
     by: str = ""  # who completed it: the agent, or plan_runner (fallback)
@@ -243,9 +246,7 @@ class PlanState:
 
 def write_state(path: Path, text: str) -> None:
     """Write a plan state's JSON atomically (a temp file, then a rename)."""
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write_text(path, text)
 
 
 def parse_seconds(text: str) -> float | None:

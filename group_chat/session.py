@@ -13,10 +13,8 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 import time
-import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
@@ -40,9 +38,12 @@ from openmora.agents.edit_agent import build_edit_agent
 from openmora.agents.image_agent import build_image_agent
 from openmora.agents.prompt_agent import build_prompt_agent
 from openmora.agents.video_agent import build_video_agent
+from openmora.errors import OpenMoraError, first_line
+from openmora.events import EventSink
+from openmora.fileio import atomic_write_json
 from openmora.group_chat.executor import PlanExecutor
 from openmora.group_chat.plan_state import INTENTS, PlanState, Step, guess_intent
-from openmora.group_chat.transcript import Transcript
+from openmora.group_chat.transcript import Transcript, record_tool_call
 from openmora.llm.clients import ExtraArgsClient, supports_choices
 from openmora.tools.context import ToolContext, ToolResult
 
@@ -122,7 +123,7 @@ class GroupChatSession:
         client: Callable[[str], Any],
         state: PlanState,
         max_turns: int = DEFAULT_MAX_TURNS,
-        on_event: Callable[[dict], None] | None = None,
+        on_event: EventSink | None = None,
     ) -> None:
         self.ctx = ctx
         self.transcript = transcript
@@ -189,31 +190,14 @@ class GroupChatSession:
 
     # ----- tools (ToolObserver) ---------------------------------------------------------------------------
     def tool_succeeded(self, agent: str, tool: str, result: ToolResult, arguments: dict, seconds: float) -> None:
-        inputs = [v for k, v in arguments.items() if k.endswith("_id") and isinstance(v, str)]
-        args = {k: v for k, v in arguments.items() if not k.endswith("_id")}
         step = self.state.record_tool(agent, tool, result.outputs)
         self._save_state()
-        self.transcript.record(
-            "tool_call",
-            agent=agent,
-            tool=tool,
-            inputs=inputs,
-            outputs=result.outputs,
-            seconds=seconds,
-            arguments=args,
-            result=result.text,
-            plan_step=step is not None,
+        record_tool_call(
+            self.transcript, agent, tool, arguments, result=result, seconds=seconds, plan_step=step is not None
         )
-        for note in result.notes:
-            self.transcript.record("note", agent=agent, tool=tool, text=note)
 
     def tool_failed(self, agent: str, tool: str, error: BaseException, arguments: dict, seconds: float) -> None:
-        from openmora.errors import OpenMoraError
-
-        message = str(error).splitlines()[0] if str(error) else type(error).__name__
-        self.transcript.record(
-            "tool_call", agent=agent, tool=tool, seconds=seconds, arguments=_jsonable(arguments), error=message
-        )
+        record_tool_call(self.transcript, agent, tool, arguments, error=error, seconds=seconds)
         if not isinstance(error, OpenMoraError):
             self.fatal = error
 
@@ -386,11 +370,9 @@ class GroupChatSession:
         try:
             text = await self.executor.arun_step(step)
         except BaseException as err:
-            from openmora.errors import OpenMoraError
-
             if not isinstance(err, OpenMoraError):
                 self.fatal = err
-            return f"(plan fallback for {step.agent}) {step.tool} failed: {str(err).splitlines()[0] if str(err) else err!r}"
+            return f"(plan fallback for {step.agent}) {step.tool} failed: {first_line(err)}"
         return f"(plan fallback for {step.agent}) {text}"
 
     # ----- running ------------------------------------------------------------------------------------------
@@ -428,10 +410,7 @@ class GroupChatSession:
         self._save_state()
         self.ctx.store.flush()  # the conversation names artifacts: their files first
         state = await self.team.save_state()
-        path = self.ctx.store.run_dir / TEAM_FILE
-        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-        tmp.write_text(json.dumps(state, default=str), encoding="utf-8")
-        os.replace(tmp, path)
+        atomic_write_json(self.ctx.store.run_dir / TEAM_FILE, state)
 
     async def load_team(self) -> bool:
         path = self.ctx.store.run_dir / TEAM_FILE
@@ -448,11 +427,3 @@ def _mentioned(text: str, names: list[str]) -> list[str]:
         if re.search(pattern, text or ""):
             found.append(name)
     return found
-
-
-def _jsonable(value: Any) -> Any:
-    try:
-        json.dumps(value)
-        return value
-    except TypeError:
-        return str(value)

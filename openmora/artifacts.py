@@ -20,22 +20,22 @@ import dataclasses
 import hashlib
 import json
 import logging
-import os
 import re
 import threading
 import time
-import uuid
 from collections import OrderedDict
 from collections.abc import Collection
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
-from openmora.errors import ArtifactWriteError, ToolArgumentError
+from openmora.errors import ArtifactWriteError, ToolArgumentError, first_line
+from openmora.events import EventSink
+from openmora.fileio import atomic_write_json
 from openmora.video_io import LOSSLESS_SETTINGS, MP4_SETTINGS, FrameSink, read_frames, write_image
 
 logger = logging.getLogger(__name__)
@@ -45,7 +45,9 @@ MANIFEST = "manifest.json"
 # 73-frame Wan clip 130 MB); older ones are read back from their lossless copy when asked for.
 DEFAULT_CACHE_BYTES = 512 << 20
 ID_PATTERN = re.compile(r"^(img|clip)-(\d{4,6})$")
-_PREFIX = {"image": "img", "video": "clip"}
+# What an artifact is; a video's ids are "clip-...", an image's "img-...".
+ArtifactKind = Literal["image", "video"]
+_PREFIX: dict[ArtifactKind, str] = {"image": "img", "video": "clip"}
 
 
 @dataclass
@@ -53,7 +55,7 @@ class Artifact:
     """One recorded image or clip. ``path`` is relative to the run folder."""
 
     id: str
-    kind: str  # "image" | "video"
+    kind: ArtifactKind
     path: str
     sha256: str
     width: int
@@ -85,16 +87,6 @@ def _sha256(path: Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def write_clip_files(frames: np.ndarray, fps: float, mp4: Path, lossless: Path) -> None:
@@ -294,7 +286,7 @@ class ArtifactStore:
         self.meta: dict[str, Any] = {}
         self.encode_seconds = 0.0  # encoder time (clips and images), mostly overlapped with other work
         self.wait_seconds = 0.0  # time callers spent waiting for files (flush, path)
-        self.on_event = None  # set by the orchestrator: receives {"type": "encode", ...} progress events
+        self.on_event: EventSink | None = None  # set by the run: hears the "encode" events (openmora.events)
         manifest = self.run_dir / MANIFEST
         if manifest.exists():
             data = json.loads(manifest.read_text(encoding="utf-8"))
@@ -307,7 +299,7 @@ class ArtifactStore:
         self._save()
 
     # ----- ids and paths -----------------------------------------------------------------------------------
-    def _next_id(self, kind: str) -> str:
+    def _next_id(self, kind: ArtifactKind) -> str:
         prefix = _PREFIX[kind]
         n = sum(1 for a in self._artifacts.values() if a.kind == kind) + 1
         while f"{prefix}-{n:04d}" in self._artifacts or f"{prefix}-{n:04d}" in self._reserved:
@@ -321,7 +313,7 @@ class ArtifactStore:
             raise ToolArgumentError(f"path {relative!s} is outside the run folder; use artifact ids such as img-0001")
         return candidate
 
-    def get(self, artifact_id: str, kind: str | None = None) -> Artifact:
+    def get(self, artifact_id: str, kind: ArtifactKind | None = None) -> Artifact:
         """The artifact with this id; a :class:`ToolArgumentError` naming the known ids if there is none."""
         text = str(artifact_id).strip()
         if not ID_PATTERN.match(text):
@@ -341,7 +333,7 @@ class ArtifactStore:
             )
         return art
 
-    def ids(self, kind: str | None = None) -> list[str]:
+    def ids(self, kind: ArtifactKind | None = None) -> list[str]:
         return [a.id for a in self._artifacts.values() if kind is None or a.kind == kind]
 
     def artifacts(self) -> list[Artifact]:
@@ -497,7 +489,7 @@ class ArtifactStore:
             seconds = finish()
             art.sha256 = _sha256(self.resolve(art.path))
         except BaseException as err:
-            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            first = first_line(err)
             with self._lock:
                 self._artifacts.pop(art.id, None)
                 self._cache.pop(art.id)
@@ -602,4 +594,4 @@ class ArtifactStore:
         # only artifacts whose files are on disk: a manifest never names a missing or half-written file
         done = [dataclasses.asdict(a) for a in self._artifacts.values() if a.id not in self._pending]
         data = {"run": self.meta, "artifacts": done}
-        _atomic_write_text(self.run_dir / MANIFEST, json.dumps(data, indent=2, default=str))
+        atomic_write_json(self.run_dir / MANIFEST, data, indent=2)

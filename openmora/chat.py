@@ -7,11 +7,10 @@ import contextlib
 import json
 import logging
 import math
-import os
 import shutil
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -19,8 +18,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from openmora.artifacts import Artifact, ArtifactStore
-from openmora.errors import InputError
+from openmora.artifacts import Artifact, ArtifactKind, ArtifactStore
+from openmora.errors import InputError, first_line
+from openmora.events import Event, EventSink, RunStatus
+from openmora.fileio import atomic_writer
 from openmora.group_chat.executor import STATE_FILE, PlanExecutor
 from openmora.group_chat.plan_state import PlanState, guess_intent
 from openmora.group_chat.plans import check_prompt_length, check_task_inputs
@@ -52,7 +53,7 @@ class RunResult:
 
 @dataclass
 class _PreparedInput:
-    kind: str  # image | video
+    kind: ArtifactKind
     source: str
     pixels: np.ndarray
     fps: float | None
@@ -96,7 +97,7 @@ class ChatSession:
     a new animation reuses the image. Every result is recorded; ``final.mp4`` is always the latest.
     """
 
-    def __init__(self, orchestrator: Orchestrator, on_event: Callable[[dict], None] | None = None) -> None:
+    def __init__(self, orchestrator: Orchestrator, on_event: EventSink | None = None) -> None:
         self.orch = orchestrator
         self._on_event = on_event  # this session's own listener (run_stream's queue), besides the orchestrator's
         self.store: ArtifactStore | None = None
@@ -112,7 +113,7 @@ class ChatSession:
     def run_dir(self) -> Path | None:
         return self.store.run_dir if self.store else None
 
-    def _emit(self, event: dict) -> None:
+    def _emit(self, event: Event) -> None:
         if self.orch.on_event:
             self.orch.on_event(event)
         if self._on_event:
@@ -354,8 +355,10 @@ class ChatSession:
         try:
             yield
         except BaseException as err:
-            status = "interrupted" if isinstance(err, KeyboardInterrupt | asyncio.CancelledError) else "failed"
-            message = str(err).splitlines()[0] if str(err) else type(err).__name__
+            status: RunStatus = (
+                "interrupted" if isinstance(err, KeyboardInterrupt | asyncio.CancelledError) else "failed"
+            )
+            message = first_line(err)
             with contextlib.suppress(Exception):
                 # Finish the files of steps that completed (and the plan state that records them): a resume then
                 # re-runs only what did not finish. A failed write stays unrecorded.
@@ -374,9 +377,8 @@ class ChatSession:
         self._wall += time.perf_counter() - flush_start
         out = store.run_dir
         final = out / "final.mp4"
-        tmp = out / f".final.{uuid.uuid4().hex[:8]}.tmp.mp4"
-        shutil.copyfile(store.path(final_id), tmp)
-        os.replace(tmp, final)
+        with open(store.path(final_id), "rb") as src, atomic_writer(final) as dst:
+            shutil.copyfileobj(src, dst)
         loader = self.ctx.loader
         timings = {
             "wall_s": self._wall,

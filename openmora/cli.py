@@ -14,6 +14,7 @@ from typing import Any
 from openmora.chat import ChatSession
 from openmora.engine import Orchestrator
 from openmora.errors import InputError, ModelLoadError, OpenMoraError
+from openmora.events import Event
 from openmora.group_chat.plans import TASK_HELP, TASKS
 from openmora.group_chat.session import DEFAULT_MAX_TURNS, RunIncomplete
 from openmora.profiles import available_profiles
@@ -132,16 +133,16 @@ class _CliProgress:
         if key in self.tasks:
             self.progress.remove_task(self.tasks.pop(key))
 
-    def __call__(self, event: dict) -> None:
-        kind = event.get("type")
-        if kind == "load":
+    def __call__(self, event: Event) -> None:
+        # Compared as event["type"] (not through a variable): a type checker then knows each branch's keys.
+        if event["type"] == "load":
             key = f"load:{event['role']}"
             if event["phase"] == "start":
                 self._bar(key, f"loading {event['role']} ({event['model']})", None)
             else:
                 self._done(key)
                 self.console.print(f"  loaded {event['role']} in {event['seconds']:.1f}s", style="dim")
-        elif kind == "progress":
+        elif event["type"] == "progress":
             key = f"gen:{event['stage']}"
             if event["step"] == 0:
                 self._bar(key, f"{event['stage']}: denoising", event["total"] or None)
@@ -149,13 +150,13 @@ class _CliProgress:
                 self.progress.update(self.tasks[key], completed=event["step"])
                 if event["step"] >= event["total"]:
                     self._done(key)
-        elif kind == "encode":
+        elif event["type"] == "encode":
             key = f"enc:{event['id']}"
             if event["phase"] == "start":
                 self._bar(key, f"encoding {event['id']} ({event['frames']} frames)", None)
             else:
                 self._done(key)
-        elif kind == "transcript":
+        elif event["type"] == "transcript":
             e = event["event"]
             if e["type"] == "message":
                 self.console.print(f"[{e['step']}] {e['agent']}: {e.get('text', '')}")

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from openmora.chat import ChatSession, RunResult
+from openmora.events import Event, EventSink, StreamEvent
 from openmora.group_chat.session import DEFAULT_MAX_TURNS
 from openmora.llm.clients import TimedClient, check_llm_spec, make_llm_client
 from openmora.profiles import Profile, fast_variant, load_profile
@@ -52,7 +53,7 @@ class Orchestrator:
         profile: str | Path | Profile = "tiny",
         llm: str = "none",
         runs_dir: str | Path | None = None,
-        on_event: Callable[[dict], None] | None = None,
+        on_event: EventSink | None = None,
         max_turns: int = DEFAULT_MAX_TURNS,
         fast: bool = False,
         runtime: Runtime | None = None,
@@ -108,7 +109,7 @@ class Orchestrator:
         seed: int = 0,
         segments: int | None = None,
         out: str | Path | None = None,
-        on_event: Callable[[dict], None] | None = None,
+        on_event: EventSink | None = None,
     ) -> RunResult:
         """Run one task to its final video.
 
@@ -124,7 +125,7 @@ class Orchestrator:
         finally:
             session.close()  # one request: its store's writer thread ends with it
 
-    async def run_stream(self, task: str, **kwargs: Any) -> AsyncIterator[dict]:
+    async def run_stream(self, task: str, **kwargs: Any) -> AsyncIterator[StreamEvent]:
         """Run a task and yield every event as it happens; the last one is ``{"type": "result", "result": RunResult}``.
 
         Example:
@@ -135,7 +136,7 @@ class Orchestrator:
         queue: asyncio.Queue = asyncio.Queue()
         loop = asyncio.get_running_loop()
 
-        def push(event: dict) -> None:  # tools emit from worker threads too
+        def push(event: Event) -> None:  # tools emit from worker threads too
             loop.call_soon_threadsafe(queue.put_nowait, event)
 
         # The queue listens to this run alone: two streams on one orchestrator each see their own run's events.

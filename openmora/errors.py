@@ -25,3 +25,19 @@ class ModelLoadError(OpenMoraError, RuntimeError):
 class ArtifactWriteError(OpenMoraError, RuntimeError):
     """An image or clip could not be written to the run folder (disk full, an encoder failed). Raised at the next
     store operation after the background write failed; nothing half-written is left and the step is not recorded."""
+
+
+def first_line(err: BaseException | str) -> str:
+    """The first non-empty line of an error's message, for one-line reports (transcripts, chat, CLI); an exception
+    without a message gives its class name.
+
+    Example:
+        >>> first_line(ValueError("bad size\\n  details the user does not need"))
+        'bad size'
+        >>> first_line(KeyboardInterrupt())
+        'KeyboardInterrupt'
+    """
+    text = str(err).strip()
+    if text:
+        return text.splitlines()[0].strip()
+    return "" if isinstance(err, str) else type(err).__name__

@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
 from typing import Any
 
 import torch
 
-from openmora.errors import InputError, ModelLoadError
+from openmora.errors import InputError, ModelLoadError, first_line
+from openmora.events import Event, EventSink
 from openmora.profiles import Profile, RoleConfig
 from openmora.runtime import Runtime
 from openmora.speedups import apply_speedups, speedups_for
@@ -80,9 +80,7 @@ class PipelineLoader:
         runtime: where loaded pipelines and memory managers live; default: a new one of this loader's own.
     """
 
-    def __init__(
-        self, profile: Profile, on_event: Callable[[dict], None] | None = None, runtime: Runtime | None = None
-    ) -> None:
+    def __init__(self, profile: Profile, on_event: EventSink | None = None, runtime: Runtime | None = None) -> None:
         self.profile = profile
         self.on_event = on_event
         self.runtime = runtime if runtime is not None else Runtime()
@@ -102,7 +100,7 @@ class PipelineLoader:
         cfg = self.profile.role(role)
         return resolve_dtype(cfg.dtype or self.profile.dtype, self.device_for(role))
 
-    def _emit(self, event: dict) -> None:
+    def _emit(self, event: Event) -> None:
         if self.on_event:
             self.on_event(event)
 
@@ -178,7 +176,7 @@ class PipelineLoader:
             try:
                 pipe = cls.from_pretrained(path, **kwargs)
             except (OSError, ValueError) as err:
-                first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+                first = first_line(err)
                 raise ModelLoadError(
                     f"could not load {cfg.pipeline} from {cfg.model!r} for role {role!r}: {first} "
                     "(download the weights first, or point the profile at a local folder)"

@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 from openmora.errors import InputError
 from openmora.group_chat.plans import check_prompt_length
-from openmora.group_chat.transcript import Transcript
+from openmora.group_chat.transcript import Transcript, record_tool_call
 from openmora.tools.connect_clips import connect_clips
 from openmora.tools.context import ToolContext, ToolResult
 from openmora.tools.enhance_prompt import enhance_prompt
@@ -78,26 +80,31 @@ class StoryRenderer:
         self.transcript = transcript
         self.overlap = overlap
 
-    def _call(self, agent: str, fn, seed: int, shot: int, **kwargs) -> ToolResult:
+    def _call(self, agent: str, fn: Callable[..., ToolResult], seed: int, shot: int, **kwargs: Any) -> ToolResult:
         start = time.perf_counter()
-        result = fn(self.ctx, seed=seed, **kwargs)
-        self.transcript.record(
-            "tool_call",
-            agent=agent,
-            tool=fn.__name__,
-            inputs=[v for k, v in kwargs.items() if k.endswith("_id")],
-            outputs=result.outputs,
-            seconds=time.perf_counter() - start,
-            arguments={k: v for k, v in kwargs.items() if not k.endswith("_id")},
-            result=result.text,
-            shot=shot,
+        try:
+            result = fn(self.ctx, seed=seed, **kwargs)
+        except BaseException as err:
+            record_tool_call(
+                self.transcript, agent, fn.__name__, kwargs, error=err, seconds=time.perf_counter() - start, shot=shot
+            )
+            raise
+        record_tool_call(
+            self.transcript, agent, fn.__name__, kwargs, result=result, seconds=time.perf_counter() - start, shot=shot
         )
         return result
 
     def _image(self, k: int, prompt: str) -> tuple[str, str]:
+        start = time.perf_counter()
         text = enhance_prompt(prompt)
-        self.transcript.record(
-            "tool_call", agent="prompt_agent", tool="enhance_prompt", arguments={"prompt": prompt}, result=text, shot=k
+        record_tool_call(
+            self.transcript,
+            "prompt_agent",
+            "enhance_prompt",
+            {"prompt": prompt},
+            result=text,
+            seconds=time.perf_counter() - start,
+            shot=k,
         )
         base = self.ctx.seed + k * SHOT_SEED_STRIDE
         return text, self._call("image_agent", text_to_image, base, k, prompt=text).main

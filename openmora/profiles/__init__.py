@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from openmora.errors import InputError
+from openmora.errors import InputError, first_line
 from openmora.speedups import check_speedups
 
 PROFILES_DIR = Path(__file__).resolve().parent  # the YAML files ship beside this module (package data)
@@ -233,6 +233,5 @@ def load_profile(name_or_path: str | Path) -> Profile:
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
-        first = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise InputError(f"profile file {text} is not readable YAML: {first}") from None
+        raise InputError(f"profile file {text} is not readable YAML: {first_line(err)}") from None
     return profile_from_dict(data, source=str(path))
