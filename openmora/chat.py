@@ -56,7 +56,7 @@ class _PreparedInput:
     kind: ArtifactKind
     source: str
     pixels: np.ndarray
-    fps: float | None
+    fps: float | None  # None for an image; a video is resampled to the profile's fps
     notes: list[str]
 
 
@@ -109,9 +109,31 @@ class ChatSession:
         self._wall = 0.0
         self._guarded = False
 
+    def _opened(self, name: str) -> Any:
+        value = getattr(self, name)
+        if value is None:
+            raise RuntimeError(f"ChatSession.{name} used before start() or resume() opened the run folder")
+        return value
+
+    @property
+    def _store(self) -> ArtifactStore:
+        return self._opened("store")
+
+    @property
+    def _transcript(self) -> Transcript:
+        return self._opened("transcript")
+
+    @property
+    def _ctx(self) -> ToolContext:
+        return self._opened("ctx")
+
+    @property
+    def _state(self) -> PlanState:
+        return self._opened("state")
+
     @property
     def run_dir(self) -> Path | None:
-        return self.store.run_dir if self.store else None
+        return self._store.run_dir if self.store else None
 
     def _emit(self, event: Event) -> None:
         if self.orch.on_event:
@@ -122,13 +144,13 @@ class ChatSession:
     def _open(self, out: Path, meta: dict | None) -> None:
         profile = self.orch.profile
         self.store = ArtifactStore(out, meta=meta)
-        self.store.on_event = self._emit
+        self._store.on_event = self._emit
         self.transcript = Transcript(out / "transcript.jsonl", on_event=self._emit)
         loader = PipelineLoader(profile, on_event=self._emit, runtime=self.orch.runtime)
-        seed = int(self.store.meta.get("seed", 0))
+        seed = int(self._store.meta.get("seed", 0))
         self.ctx = ToolContext(store=self.store, loader=loader, profile=profile, seed=seed, on_event=self._emit)
         # Tool calls after a resume must not reuse the seeds of calls already made.
-        self.ctx._calls = seeds_taken(self.store.artifacts())
+        self._ctx._calls = seeds_taken(self._store.artifacts())
 
     async def start(
         self,
@@ -175,7 +197,7 @@ class ChatSession:
             "started": datetime.now().astimezone().isoformat(timespec="seconds"),
         }
         self._open(out, meta)
-        store, transcript = self.store, self.transcript
+        store, transcript = self._store, self._transcript
         transcript.record(
             "run_start",
             agent="user",
@@ -193,7 +215,10 @@ class ChatSession:
                     image_id = art.id
                 else:
                     art = store.add_video(
-                        p.pixels, p.fps, tool="input", description=f"input video {Path(p.source).name}"
+                        p.pixels,
+                        p.fps or float(self.orch.profile.fps),
+                        tool="input",
+                        description=f"input video {Path(p.source).name}",
                     )
                     clip_ids.append(art.id)
                 transcript.record(
@@ -231,9 +256,9 @@ class ChatSession:
                 task, prompt=prompt or "", segments=n_segments, image_id=image_id, clip_ids=clip_ids
             )
             if task == "extend":
-                self.state.steps[0].args = {"segments": n_segments, "prompt": prompt or ""}
+                self._state.steps[0].args = {"segments": n_segments, "prompt": prompt or ""}
             store.flush()  # the inputs on disk before a state that names them
-            self.state.save(out / STATE_FILE)
+            self._state.save(out / STATE_FILE)
             request = _request_text(task, prompt, image_id, clip_ids, store)
             await self._execute(client, request)
         self._wall += time.perf_counter() - wall_start
@@ -242,13 +267,13 @@ class ChatSession:
     async def _render_story(self, prompt: str, segments: int) -> None:
         """Multi-shot: every shot rendered by the fixed plan with stage overlap, then joined with transitions."""
         shots = split_shots(prompt)
-        self.transcript.record("note", agent="planner", text=f"story of {len(shots)} shots: " + " | ".join(shots))
+        self._transcript.record("note", agent="planner", text=f"story of {len(shots)} shots: " + " | ".join(shots))
         renderer = StoryRenderer(self.ctx, self.transcript, overlap=self.orch.story_overlap)
         final_id, _ = await asyncio.to_thread(renderer.render, shots, segments)
         # Revisions of a story extend its end; its shots are recorded in the manifest.
         self.state = PlanState(task="story", prompt=prompt, segments=segments, final_id=final_id, finals=[final_id])
-        self.store.flush()
-        self.state.save(self.store.run_dir / STATE_FILE)
+        self._store.flush()
+        self._state.save(self._store.run_dir / STATE_FILE)
 
     def _group_chat(self) -> GroupChatSession:
         """The session's group chat, made on first use (one per session: the agents keep their history)."""
@@ -271,22 +296,22 @@ class ChatSession:
 
     async def revise(self, text: str) -> RunResult:
         """Apply a revision ("make it darker", "extend it by two seconds"); only what depends on it re-runs."""
-        if self.state is None or self.state.final_id is None:
+        if self.state is None or self._state.final_id is None:
             raise InputError("nothing to revise yet: make a video first")
         if not text or not text.strip():
             raise InputError("the revision is empty; say what to change")
         check_prompt_length(text, "the revision")
         wall_start = time.perf_counter()
-        self.transcript.record("message", agent="user", text=text, request=self.state.request + 1)
+        self._transcript.record("message", agent="user", text=text, request=self._state.request + 1)
         client = self.orch.client()
         with self._status_on_failure():
             if client is None:
-                intent = guess_intent(text, self.state.intents())
-                self.transcript.record(
+                intent = guess_intent(text, self._state.intents())
+                self._transcript.record(
                     "planner",
                     agent="planner",
                     decision="revision",
-                    candidates=self.state.intents(),
+                    candidates=self._state.intents(),
                     raw_choice=None,
                     valid=True,
                     fallback_used=False,
@@ -296,15 +321,15 @@ class ChatSession:
             else:
                 intent = await self._group_chat().choose_intent(text)
             frames = int(self.orch.profile.role("image_to_video").params.get("num_frames", 25))
-            steps = self.state.begin_revision(intent, text, self.orch.profile.fps, frames)
-            self.transcript.record(
+            steps = self._state.begin_revision(intent, text, self.orch.profile.fps, frames)
+            self._transcript.record(
                 "note",
                 agent="planner",
                 text=f"revision '{intent}': re-running {', '.join(s.tool for s in steps)}; earlier artifacts are reused",
             )
-            self.store.flush()
-            self.state.save(self.store.run_dir / STATE_FILE)
-            self.store.update_meta(status="running")
+            self._store.flush()
+            self._state.save(self._store.run_dir / STATE_FILE)
+            self._store.update_meta(status="running")
             await self._execute(client, f"Revision: {text}")
         self._wall += time.perf_counter() - wall_start
         return self._finish(0.0)
@@ -325,17 +350,17 @@ class ChatSession:
         self = cls(orchestrator)
         self._open(run_dir, None)
         self.state = PlanState.load(run_dir / STATE_FILE)
-        self.transcript.record("run_resume", agent="user", pending=[s.tool for s in self.state.pending()])
+        self._transcript.record("run_resume", agent="user", pending=[s.tool for s in self._state.pending()])
         client = orchestrator.client()
         if client is not None:
             await self._group_chat().load_team()
-        if not self.state.complete:
+        if not self._state.complete:
             wall_start = time.perf_counter()
             with self._status_on_failure():
-                self.store.update_meta(status="running")
+                self._store.update_meta(status="running")
                 await self._execute(client, "Continue the plan: the previous session was interrupted.")
             self._wall += time.perf_counter() - wall_start
-        if self.state.final_id:
+        if self._state.final_id:
             self._finish(0.0)
         return self
 
@@ -343,7 +368,7 @@ class ChatSession:
         """End the session: wait for the run folder's last writes and stop its writer thread (idempotent). The run
         folder stays resumable (``ChatSession.resume``); this session takes no more requests."""
         if self.store is not None:
-            self.store.close()
+            self._store.close()
 
     @contextlib.contextmanager
     def _status_on_failure(self) -> Iterator[None]:
@@ -362,15 +387,15 @@ class ChatSession:
             with contextlib.suppress(Exception):
                 # Finish the files of steps that completed (and the plan state that records them): a resume then
                 # re-runs only what did not finish. A failed write stays unrecorded.
-                self.store.flush()
-            self.transcript.record("run_end", agent="orchestrator", status=status, error=message)
-            self.store.update_meta(status=status, error=message)
+                self._store.flush()
+            self._transcript.record("run_end", agent="orchestrator", status=status, error=message)
+            self._store.update_meta(status=status, error=message)
             raise
         finally:
             self._guarded = False
 
     def _finish(self, decode_seconds: float) -> RunResult:
-        store, final_id = self.store, self.state.final_id
+        store, final_id = self._store, self._state.final_id
         flush_start = time.perf_counter()
         with self._status_on_failure():
             store.flush()  # every clip's files written (encoding overlapped the rendering), the plan state saved
@@ -379,11 +404,11 @@ class ChatSession:
         final = out / "final.mp4"
         with open(store.path(final_id), "rb") as src, atomic_writer(final) as dst:
             shutil.copyfileobj(src, dst)
-        loader = self.ctx.loader
+        loader = self._ctx.loader
         timings = {
             "wall_s": self._wall,
             "load_s": loader.load_seconds,
-            "generate_s": self.ctx.timings.get("generate", 0.0),
+            "generate_s": self._ctx.timings.get("generate", 0.0),
             # Video I/O: encoding every clip (in the background, beside the rendering), decoding + fitting the inputs.
             "encode_s": store.encode_seconds + decode_seconds,
             # The part of the wall time spent waiting for files (what the background encoding did not hide).
@@ -393,7 +418,7 @@ class ChatSession:
         }
         busy = timings["load_s"] + timings["generate_s"] + timings["encode_wait_s"] + timings["llm_s"]
         timings["other_s"] = max(0.0, timings["wall_s"] - busy)
-        self.transcript.record(
+        self._transcript.record(
             "run_end",
             agent="orchestrator",
             outputs=[final_id],
