@@ -29,7 +29,7 @@ from openmora.errors import first_line
 log = logging.getLogger("bench")
 KERNEL_KINDS = (  # first match wins; names are CUDA kernel names as the profiler reports them
     # Triton first: inductor names its fused kernels after the ops they absorb ("triton_poi_fused_convolution_..."
-    # is a conv's bias add), which the conv and norm rules below would otherwise claim (sessions 1-5 did).
+    # is a conv's bias add), which the conv and norm rules below would otherwise claim.
     ("triton (fused)", ("triton",)),
     ("attention", ("flash", "fmha", "attn", "sdpa", "cudnn_generated_fort_native_sdpa")),
     ("conv", ("conv", "fprop", "implicit", "dgrad", "winograd", "xmma_fprop")),

@@ -916,7 +916,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--blocking-timers",
         action="store_true",
-        help="synchronize around every timed call (sessions 1-7's method) instead of recording CUDA events",
+        help="synchronize around every timed call (the older, slower method) instead of recording CUDA events",
     )
     args = ap.parse_args(argv)
     out = Path(args.out)

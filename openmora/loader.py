@@ -134,8 +134,7 @@ class PipelineLoader:
         with rt.lock:
             pipe = rt.pipelines.get(key)
             if pipe is None:
-                if not rt.load_counts:
-                    rt.configure_torch()
+                rt.configure_torch()  # before the first load of this runtime, and again should torch's count drift
                 shared = {}
                 if part == "refiner":
                     base = self.get(role)

@@ -45,7 +45,6 @@ class Runtime:
     def __init__(self, settings: Settings | None = None, gpus: list[str] | None = None) -> None:
         self.settings = settings if settings is not None else Settings.from_env()
         self._gpus = list(gpus) if gpus is not None else None
-        self._placements: dict[int, dict[str, str]] = {}
         self.pipelines: dict[tuple, Any] = {}
         # How many times each key was actually loaded by this runtime (a second ask returns the cached pipeline).
         self.load_counts: Counter = Counter()
@@ -53,7 +52,6 @@ class Runtime:
         self._managers: dict[tuple[str, float | None], MemoryManager] = {}
         # A pipeline's scheduler keeps per-call state (its step index): two runs sharing this runtime take turns.
         self._in_use: weakref.WeakKeyDictionary[Any, threading.RLock] = weakref.WeakKeyDictionary()
-        self._torch_threads: int | None = None
 
     def loaded(self) -> dict[tuple, Any]:
         """A copy of the pipelines loaded so far, by key."""
@@ -81,29 +79,23 @@ class Runtime:
 
         Roles whose config names a device stay there; the rest go largest first to the GPU with the most room left
         (:func:`openmora.memory.place_roles`), so on two GPUs Wan's 41 GB transformer and SDXL land on different
-        cards and a task's pipelines stay resident instead of evicting each other. Decided once per profile.
+        cards and a task's pipelines stay resident instead of evicting each other. A few roles: computed each ask.
         """
         from openmora.memory import place_roles, role_bytes
 
         gpus = self.gpus()
         if len(gpus) < 2:
             return {}
-        with self.lock:
-            known = self._placements.get(id(profile))
-            if known is None:
-                auto = {r: c for r, c in profile.roles.items() if (c.device or profile.device) == "auto"}
-                pinned = {r: c.device or profile.device for r, c in profile.roles.items() if r not in auto}
-                sizes = {r: role_bytes(c) for r, c in profile.roles.items()}
-                placed = place_roles(sizes, gpus, pinned=pinned)
-                known = self._placements[id(profile)] = {r: placed[r] for r in auto}
-                logger.info("roles placed over %s: %s", ", ".join(gpus), known)
-            return dict(known)
+        auto = [r for r, c in profile.roles.items() if (c.device or profile.device) == "auto"]
+        pinned = {r: c.device or profile.device for r, c in profile.roles.items() if r not in auto}
+        placed = place_roles({r: role_bytes(c) for r, c in profile.roles.items()}, gpus, pinned=pinned)
+        return {r: placed[r] for r in auto}
 
     def configure_torch(self) -> int:
         """Set torch's CPU thread count (``OPENMORA_TORCH_THREADS``, else half the cores); returns it.
 
         On small shared machines more threads than cores-under-load was 10-50x slower, so the default is
-        conservative. Called when this runtime loads its first pipeline, never at construction or import.
+        conservative. Called before each load of this runtime (cheap), never at construction or import.
         """
         import os
 
@@ -112,7 +104,6 @@ class Runtime:
         n = self.settings.torch_threads or max(1, (os.cpu_count() or 2) // 2)
         if torch.get_num_threads() != n:
             torch.set_num_threads(n)
-        self._torch_threads = n
         return n
 
     def manager_for(self, device: torch.device, budget_gb: float | None) -> MemoryManager:

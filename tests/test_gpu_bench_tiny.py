@@ -1,5 +1,5 @@
 """The GPU benchmark script end to end on the tiny profile (its CPU check), so a broken phase shows up in CI rather
-than in a scarce device call. Numbers mean nothing here; the shape of the results does. One harness run with every
+than on a GPU machine. Numbers mean nothing here; the shape of the results does. One harness run with every
 phase checked here is shared by the tests; only the reuse of a saved precision reference needs runs of its own."""
 
 from __future__ import annotations

@@ -52,7 +52,7 @@ def test_cuda_graph_replay_is_bit_identical_and_recaptures_after_a_move():
 
 def test_encoder_graphs_replay_clip_text_and_vision_like_eager():
     # Replay runs the captured kernels; under capture cuBLAS may pick another GEMM algorithm than eager does, so the
-    # fp16 outputs agree to fp16 rounding rather than bit for bit (session 7, H100: not bit-identical for CLIP text).
+    # fp16 outputs agree to fp16 rounding rather than bit for bit (on an H100 CLIP's text encoder was not bit-identical).
     from openmora.speedups.cuda_graphs import install_graphs
 
     t2i, i2v = tiny_models.build_text_to_image(), tiny_models.build_image_to_video()
