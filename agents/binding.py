@@ -1,55 +1,67 @@
-"""Turn a plain tool function ``tool(ctx, ...)`` into an AutoGen ``FunctionTool`` bound to one run and one agent.
+"""A specialist agent of the team: an AutoGen chat agent that carries out its pending plan step with its tools.
 
-The bound tool runs the diffusers work in a thread (so the event loop keeps streaming), records the call in the
-transcript, tells the plan what was produced, and returns one line of text with the new artifact ids -- never
-pixels. Errors caused by the caller's arguments (:class:`~openmora.errors.OpenMoraError`) become the tool's error
-message, which the planner sees; any other exception is a bug of ours and stops the run.
+When the planner's selection gives it the turn, the agent takes its ready step, makes the step's tool call (its
+arguments are the checked plan's, references resolved to artifact ids), which is checked against the pending step
+before it runs, and answers with one line naming the new artifacts -- never pixels. The call and its result also go
+into the chat as AutoGen's tool-call events. A tool error becomes the step's failure, which the planner reviews.
 """
 
 from __future__ import annotations
 
-import asyncio
-import inspect
-import time
+import json
 import typing
-from collections.abc import Callable
+import uuid
+from collections.abc import Sequence
 from typing import Any
 
-from autogen_core.tools import FunctionTool
+from autogen_agentchat.agents import BaseChatAgent
+from autogen_agentchat.base import Response
+from autogen_agentchat.messages import (
+    BaseChatMessage,
+    TextMessage,
+    ToolCallExecutionEvent,
+    ToolCallRequestEvent,
+)
+from autogen_core import CancellationToken, FunctionCall
+from autogen_core.models import FunctionExecutionResult
 
-from openmora.errors import OpenMoraError
-from openmora.tools.context import ToolContext, ToolResult
+
+class StepRunner(typing.Protocol):
+    """What an agent needs from the session: its ready step, and a way to run it (returns the chat line, and
+    whether it failed)."""
+
+    def ready_step_for(self, agent: str) -> Any: ...
+    async def run_agent_step(self, agent: str, step: Any, call: dict[str, Any]) -> tuple[str, bool]: ...
+    def call_for(self, step: Any) -> dict[str, Any]: ...
 
 
-class ToolObserver(typing.Protocol):
-    def tool_succeeded(self, agent: str, tool: str, result: ToolResult, arguments: dict, seconds: float) -> None: ...
-    def tool_failed(self, agent: str, tool: str, error: BaseException, arguments: dict, seconds: float) -> None: ...
+class StepAgent(BaseChatAgent):
+    """A role (image, edit, video, connection agent) that calls its tools for the plan's steps."""
 
+    def __init__(self, name: str, description: str, tools: Sequence[str], runner: StepRunner) -> None:
+        super().__init__(name, description=description)
+        self.tools = tuple(tools)
+        self._runner = runner
 
-def bind_tool(fn: Callable[..., ToolResult], ctx: ToolContext, agent: str, observer: ToolObserver) -> FunctionTool:
-    """Bind ``ctx`` into ``fn`` and expose the rest of its typed, documented signature to the LLM."""
-    hints = typing.get_type_hints(fn)
-    params = [
-        p.replace(annotation=hints.get(p.name, p.annotation))
-        for name, p in inspect.signature(fn).parameters.items()
-        if name != "ctx"
-    ]
-    signature = inspect.Signature(params, return_annotation=str)
+    @property
+    def produced_message_types(self) -> Sequence[type[BaseChatMessage]]:
+        return (TextMessage,)
 
-    async def tool(**kwargs: Any) -> str:
-        start = time.perf_counter()
-        try:
-            result = await asyncio.to_thread(fn, ctx, **kwargs)
-        except BaseException as err:
-            observer.tool_failed(agent, fn.__name__, err, kwargs, time.perf_counter() - start)
-            if isinstance(err, OpenMoraError):
-                raise ValueError(str(err)) from None
-            raise
-        observer.tool_succeeded(agent, fn.__name__, result, kwargs, time.perf_counter() - start)
-        return result.text + "".join(f" (note: {n})" for n in result.notes)
+    async def on_messages(self, messages: Sequence[BaseChatMessage], cancellation_token: CancellationToken) -> Response:
+        step = self._runner.ready_step_for(self.name)
+        if step is None:
+            return Response(chat_message=TextMessage(content="(no step of mine is ready)", source=self.name))
+        call = self._runner.call_for(step)
+        fc = FunctionCall(id=f"call_{uuid.uuid4().hex[:8]}", name=step.tool, arguments=json.dumps(call, default=str))
+        text, failed = await self._runner.run_agent_step(self.name, step, call)
+        result = FunctionExecutionResult(call_id=fc.id, content=text, name=step.tool, is_error=failed)
+        return Response(
+            chat_message=TextMessage(content=text, source=self.name),
+            inner_messages=[
+                ToolCallRequestEvent(content=[fc], source=self.name),
+                ToolCallExecutionEvent(content=[result], source=self.name),
+            ],
+        )
 
-    tool.__name__ = fn.__name__
-    tool.__doc__ = fn.__doc__
-    tool.__signature__ = signature  # type: ignore[attr-defined]
-    tool.__annotations__ = {p.name: p.annotation for p in params} | {"return": str}
-    return FunctionTool(tool, description=inspect.cleandoc(fn.__doc__ or fn.__name__), name=fn.__name__)
+    async def on_reset(self, cancellation_token: CancellationToken) -> None:
+        pass

@@ -1,5 +1,9 @@
-"""Runs plan steps directly, with the plan's own arguments: the whole task with ``--llm none``, and the fallback
-(``plan_runner``) inside a group chat when an agent could not do its step.
+"""Runs plan steps: the whole plan with ``--llm none``, and each agent's step inside the group chat.
+
+A step is checked, its references resolved, and its content key looked up first: a step whose tool, arguments,
+input artifacts, seed and profile are unchanged is reused (no model runs), so a revision re-runs only what changed.
+With ``--llm none`` independent steps of different roles run side by side (a story's shot k+1 image while shot k
+animates); seeds are fixed in the plan, so the frames are those of a serial run.
 
 Example:
     >>> # PlanExecutor(ctx, transcript, state).run_all() runs every pending step; see Orchestrator.run
@@ -7,44 +11,64 @@ Example:
 
 from __future__ import annotations
 
-import asyncio
+import threading
 import time
-from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from openmora.group_chat.plan_state import PlanState, Step, write_state
+from openmora.errors import OpenMoraError, ToolArgumentError, first_line
+from openmora.group_chat.checker import check_call
+from openmora.group_chat.plan import TOOLS, PlanStep
+from openmora.group_chat.plan_state import PlanState, write_state
 from openmora.group_chat.transcript import Transcript, record_tool_call
-from openmora.tools.connect_clips import connect_clips
 from openmora.tools.context import ToolContext, ToolResult
-from openmora.tools.edit_image import edit_image
 from openmora.tools.enhance_prompt import enhance_prompt
-from openmora.tools.extend_video import extend_video
-from openmora.tools.image_to_video import image_to_video
-from openmora.tools.text_to_image import text_to_image
 
-TOOLS: dict[str, Callable[..., ToolResult]] = {
-    "text_to_image": text_to_image,
-    "edit_image": edit_image,
-    "image_to_video": image_to_video,
-    "extend_video": extend_video,
-    "connect_clips": connect_clips,
-}
 STATE_FILE = "plan_state.json"
+PLAN_RUNNER = "plan_runner"
+# A role's pipeline runs one call at a time; steps of these groups may overlap (they use different pipelines).
+_LANES = {
+    "enhance_prompt": "prompt",
+    "text_to_image": "image",
+    "edit_image": "image",
+    "take_frame": "image",
+    "image_to_video": "video",
+    "extend_video": "video",
+    "connect_clips": "connect",
+    "join_clips": "connect",
+}
+
+
+@dataclass
+class StepOutcome:
+    step: PlanStep
+    outputs: list[str]
+    text: str  # the line the chat shows
+    reused: bool = False
+    seconds: float = 0.0
 
 
 class PlanExecutor:
-    """Executes pending plan steps and records them in the transcript.
+    """Executes plan steps and records them in the transcript and the plan state.
 
     Args:
-        as_fallback: record calls as ``plan_runner`` standing in for the step's agent (group chat fallback);
-            otherwise as the step's own agent (the fixed plan).
+        context: what else a step's output depends on (e.g. the LLM that writes prompts), part of its content key.
     """
 
-    def __init__(self, ctx: ToolContext, transcript: Transcript, state: PlanState, as_fallback: bool = False) -> None:
+    def __init__(
+        self,
+        ctx: ToolContext,
+        transcript: Transcript,
+        state: PlanState,
+        context: dict[str, Any] | None = None,
+    ) -> None:
         self.ctx = ctx
         self.transcript = transcript
         self.state = state
-        self.as_fallback = as_fallback
+        self.context = {"profile": ctx.profile.name, **(context or {})}
+        self._lock = threading.RLock()  # steps of different lanes finish in worker threads
 
     @property
     def state_path(self) -> Path:
@@ -57,40 +81,128 @@ class PlanExecutor:
         text, path = self.state.to_json(), self.state_path
         self.ctx.store.on_written(lambda: write_state(path, text))
 
-    def run_step(self, step: Step) -> str:
-        """Run one step with the plan's arguments; returns the line the chat shows."""
-        agent = "plan_runner" if self.as_fallback else step.agent
-        extra = {"fallback_for": step.agent} if self.as_fallback else {}
-        args = self.state.fallback_args(step)
-        start = time.perf_counter()
-        if step.tool == "enhance_prompt":
-            text = enhance_prompt(**args)
-            self.state.record_tool(agent, "enhance_prompt", [], text)
+    def _digest(self, artifact_id: str) -> str:
+        return self.ctx.store.digest(artifact_id)
+
+    def step_key(self, step: PlanStep, resolved: dict[str, Any]) -> str:
+        context = dict(self.context)
+        if step.tool != "enhance_prompt":
+            context.pop("prompt_writer", None)  # only prompts depend on who writes them
+        return self.state.key(step, resolved, self._digest, context)
+
+    def reuse(self, step: PlanStep, by: str = "") -> StepOutcome | None:
+        """Complete ``step`` from the step cache when a step with the same content key ran before (its outputs
+        still in the run); None when it must run."""
+        by = by or step.agent
+        with self._lock:
+            resolved = self.state.resolve(step)
+            key = self.step_key(step, resolved)
+            hit = self.state.cached(key)
+            if hit is None or not all(self.ctx.store.has(i) for i in hit["outputs"]):
+                return None
+            self.state.record_done(step, hit["outputs"], hit.get("text", ""), by=by, key=key, reused=True)
             self.save_state()
-            record_tool_call(
-                self.transcript, agent, step.tool, args, result=text, seconds=time.perf_counter() - start, **extra
-            )
-            return f"prompt: {text}"
-        try:
-            result = TOOLS[step.tool](self.ctx, **args)
-        except BaseException as err:
-            record_tool_call(
-                self.transcript, agent, step.tool, args, error=err, seconds=time.perf_counter() - start, **extra
-            )
-            raise
-        # Plan state first (saved once the outputs are on disk): an interruption after that never re-runs the step.
-        self.state.record_tool(agent, step.tool, result.outputs)
-        self.save_state()
+        shown = hit.get("text") or ", ".join(hit["outputs"])
+        reused = ToolResult(outputs=list(hit["outputs"]), text=f"reused {shown} (inputs unchanged)")
         record_tool_call(
-            self.transcript, agent, step.tool, args, result=result, seconds=time.perf_counter() - start, **extra
+            self.transcript, by, step.tool, resolved, result=reused, seconds=0.0, **_step_fields(step), reused=True
         )
-        return f"{step.tool}: {result.text}"
+        return StepOutcome(step, list(hit["outputs"]), f"{step.id} {step.tool}: {reused.text}", reused=True)
 
-    async def arun_step(self, step: Step) -> str:
-        return await asyncio.to_thread(self.run_step, step)
+    def reuse_ready(self) -> list[StepOutcome]:
+        """Complete every ready step the cache holds, and the ones that become ready through them."""
+        done: list[StepOutcome] = []
+        progress = True
+        while progress:
+            progress = False
+            for step in self.state.ready():
+                outcome = self.reuse(step)
+                if outcome is not None:
+                    done.append(outcome)
+                    progress = True
+        return done
 
-    def run_all(self) -> str | None:
-        """Run every pending step in order; returns the final artifact id."""
-        while (step := self.state.next_step()) is not None:
-            self.run_step(step)
+    def run_step(
+        self, step: PlanStep, by: str = "", call: dict[str, Any] | None = None, prompt_text: str | None = None
+    ) -> StepOutcome:
+        """Run one step (``by``: the agent, default the step's), reusing it when its content key is cached.
+
+        ``call``: the arguments an agent's call gave, checked against the step before anything runs.
+        ``prompt_text``: an enhance_prompt step's prompt as the prompt agent's LLM wrote it (default: the
+        deterministic tool).
+        """
+        by = by or step.agent
+        with self._lock:
+            resolved = self.state.resolve(step)
+        if call is not None:
+            problem = check_call(step, step.tool, call, resolved)
+            if problem:
+                raise ToolArgumentError(problem)
+        outcome = self.reuse(step, by)
+        if outcome is not None:
+            return outcome
+        key = self.step_key(step, resolved)
+        start = time.perf_counter()
+        args = dict(resolved)
+        try:
+            if step.tool == "enhance_prompt":
+                text = prompt_text if prompt_text else enhance_prompt(**args)
+                outputs: list[str] = []
+                result: Any = text
+            else:
+                result = TOOLS[step.tool].fn(self.ctx, **args)
+                outputs, text = list(result.outputs), ""
+        except BaseException as err:
+            seconds = time.perf_counter() - start
+            record_tool_call(self.transcript, by, step.tool, args, error=err, seconds=seconds, **_step_fields(step))
+            if isinstance(err, OpenMoraError):
+                with self._lock:
+                    self.state.record_failed(step, first_line(err))
+                    self.save_state()
+            raise
+        seconds = time.perf_counter() - start
+        # Plan state first (saved once the outputs are on disk): an interruption after that never re-runs the step.
+        with self._lock:
+            self.state.record_done(step, outputs, text, by=by, key=key)
+            self.save_state()
+        record_tool_call(self.transcript, by, step.tool, args, result=result, seconds=seconds, **_step_fields(step))
+        line = f"prompt: {text}" if step.tool == "enhance_prompt" else result.text
+        return StepOutcome(step, outputs, f"{step.id} {step.tool}: {line}", seconds=seconds)
+
+    def run_all(self, overlap: bool = True) -> str | None:
+        """Run every pending step; steps of different lanes (prompt, image, video, connect) whose inputs exist run
+        side by side when ``overlap``. Returns the final artifact id."""
+        if not overlap:
+            while ready := self.state.ready():
+                self.run_step(ready[0])
+            return self._final()
+        running: dict[Future, PlanStep] = {}
+        with ThreadPoolExecutor(4, "openmora-step") as pool:
+            while True:
+                busy = {_LANES[s.tool] for s in running.values()}
+                started = {s.id for s in running.values()}
+                with self._lock:
+                    ready = self.state.ready()
+                for step in ready:
+                    lane = _LANES[step.tool]
+                    if step.id not in started and lane not in busy:
+                        running[pool.submit(self.run_step, step)] = step
+                        busy.add(lane)
+                if not running:
+                    break
+                done, _ = wait(running, return_when=FIRST_COMPLETED)
+                for fut in done:
+                    running.pop(fut)
+                    fut.result()  # a failure stops the run (the other lanes finish their step first)
+        return self._final()
+
+    def _final(self) -> str | None:
+        if self.state.pending():
+            left = ", ".join(f"{s.id} {s.tool}" for s in self.state.pending())
+            raise OpenMoraError(f"the plan could not finish: {left} left")
         return self.state.final_id
+
+
+def _step_fields(step: PlanStep) -> dict[str, Any]:
+    """What a tool call's transcript line says about its plan step."""
+    return {"plan_step": step.id} | ({"shot": step.shot} if step.shot is not None else {})

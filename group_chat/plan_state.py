@@ -1,237 +1,220 @@
-"""Where a run stands against its plan: which steps are done, what they produced, who may act next.
+"""Where a run stands against its plan: which steps are done, what they made, which are ready, what can be reused.
 
-The group chat's planner reads it to narrow the LLM's choice to valid next agents and to fall back to the plan;
-the fallback agent reads it to call a step's tool with the plan's own arguments; resume reads it from
-``plan_state.json``. Revisions append steps that reuse earlier artifacts, so only what a change touches re-runs.
+Every step that ran is remembered by a content key (its tool, its arguments with every input artifact replaced by
+that artifact's sha256, its seed, the profile): a revision's new plan reuses a step whose key is unchanged and
+re-runs one whose inputs changed, and with it everything downstream. Saved as ``plan_state.json`` (atomically)
+after every step, so a resumed run continues with the same seeds and the same frames.
 
 Example:
-    >>> s = PlanState.for_task("text-to-video", prompt="a fox", segments=2)
-    >>> s.candidates()
-    ['prompt_agent', 'image_agent']
+    >>> from openmora.group_chat.plan import template_plan
+    >>> s = PlanState.new("text-to-video", "a fox", template_plan("text-to-video", "a fox", segments=2), seed=0)
+    >>> [step.id for step in s.ready()]
+    ['s1']
 """
 
 from __future__ import annotations
 
-import dataclasses
+import hashlib
 import json
-import math
-import re
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from openmora.fileio import atomic_write_text
-from openmora.group_chat.plans import plan_steps
-from openmora.tools.enhance_prompt import DIGITAL_WORLD_EDIT, enhance_prompt
+from openmora.group_chat.plan import REF, TOOLS, Plan, PlanStep
 
-OPTIONAL_TOOLS = ("enhance_prompt",)
-INTENTS = {
-    "extend": "make the current video longer from its last frame (re-runs only the extension)",
-    "edit": "keep the first image's composition and change something in it, then re-animate (reuses the image)",
-    "regenerate": "a new look from a changed prompt: new image and new motion (reuses nothing but the inputs)",
-    "animate": "keep the image, make new motion (re-runs only the video steps)",
-}
-_NUMBERS = {
-    "one": 1,
-    "two": 2,
-    "three": 3,
-    "four": 4,
-    "five": 5,
-    "six": 6,
-    "seven": 7,
-    "eight": 8,
-    "nine": 9,
-    "ten": 10,
-}
-
-
-# A plan step's status: pending until its tool succeeds (done), or skipped (an optional step its successor overtook).
-StepStatus = Literal["pending", "done", "skipped"]
+StepStatus = Literal["pending", "done", "reused", "failed"]
+FINISHED = ("done", "reused")
 
 
 @dataclass
-class Step:
-    agent: str
-    tool: str
+class StepRun:
+    """A step's execution in the current request."""
+
     status: StepStatus = "pending"
     outputs: list[str] = field(default_factory=list)
+    text: str = ""  # an enhance_prompt step's prompt
+    by: str = ""  # who ran it: its agent, or plan_runner
     attempts: int = 0
-    by: str = ""  # who completed it: the agent, or plan_runner (fallback)
-    args: dict[str, Any] = field(default_factory=dict)  # the plan's own arguments, used by the fallback
+    key: str = ""
+    error: str = ""
 
 
 @dataclass
 class PlanState:
-    task: str
-    prompt: str = ""
-    segments: int = 1
-    steps: list[Step] = field(default_factory=list)
+    task: str  # the template the request used, or "auto"
+    prompt: str  # the first request's words
+    plan: Plan
+    runs: dict[str, StepRun] = field(default_factory=dict)
+    inputs: dict[str, str] = field(default_factory=dict)  # "$image" / "$video1" -> artifact id
     request: int = 0  # 0: the first request; n: the nth revision
-    image_id: str | None = None  # the image the current video starts from
-    clip_ids: list[str] = field(default_factory=list)  # input clips
-    current_prompt: str = ""
+    seed: int = 0  # the run's base seed
+    seeds_used: int = 0  # seeds of the run's sequence handed out so far
+    cache: dict[str, dict[str, Any]] = field(default_factory=dict)  # content key -> {"outputs", "text"}
     final_id: str | None = None
     finals: list[str] = field(default_factory=list)
+    history: list[dict[str, Any]] = field(default_factory=list)  # earlier requests' plans
 
     # ----- construction -------------------------------------------------------------------------------------
     @classmethod
-    def for_task(
-        cls,
-        task: str,
-        prompt: str = "",
-        segments: int = 1,
-        image_id: str | None = None,
-        clip_ids: list[str] | None = None,
-    ) -> PlanState:
-        state = cls(task=task, prompt=prompt, segments=segments, image_id=image_id, clip_ids=list(clip_ids or []))
-        steps = plan_steps(task, segments=segments, has_image=image_id is not None, has_video=bool(clip_ids))
-        if task == "image-to-video" and not prompt.strip():
-            steps = [s for s in steps if s.tool != "enhance_prompt"]
-        state.steps = [Step(s.agent, s.tool) for s in steps]
-        state.current_prompt = prompt
+    def new(cls, task: str, prompt: str, plan: Plan, seed: int = 0, inputs: dict[str, str] | None = None) -> PlanState:
+        state = cls(task=task, prompt=prompt, plan=Plan([]), inputs=dict(inputs or {}), seed=seed)
+        state.adopt(plan)
         return state
 
-    def begin_revision(self, intent: str, text: str, fps: int, frames_per_segment: int) -> list[Step]:
-        """Append the steps a revision needs; earlier artifacts stay and are reused."""
-        if intent not in self.intents():
-            raise ValueError(f"revision {intent!r} does not apply here; possible: {', '.join(self.intents())}")
-        self.request += 1
-        more = [Step("video_agent", "extend_video")] if self.segments > 1 else []
-        if intent == "extend":
-            seconds = parse_seconds(text)
-            n = 1 if seconds is None else max(1, math.ceil(seconds * fps / max(1, frames_per_segment - 1)))
-            new = [Step("video_agent", "extend_video", args={"segments": min(n, 12), "prompt": self.current_prompt})]
-        elif intent == "edit":
-            new = [
-                Step("edit_agent", "edit_image", args={"instruction": text}),
-                Step("video_agent", "image_to_video"),
-                *more,
-            ]
-        elif intent == "animate":
-            new = [Step("video_agent", "image_to_video"), *more]
-        else:  # regenerate
-            self.prompt = f"{self.prompt}; {text}" if self.prompt else text
-            new = [
-                Step("prompt_agent", "enhance_prompt"),
-                Step("image_agent", "text_to_image"),
-                Step("video_agent", "image_to_video"),
-                *more,
-            ]
-        self.steps.extend(new)
-        return new
+    def next_seeds(self, n: int) -> int:
+        """Reserve ``n`` consecutive seeds of the run's sequence; returns the first."""
+        first = self.seed + self.seeds_used
+        self.seeds_used += n
+        return first
 
-    def intents(self) -> list[str]:
-        """Revisions that make sense for this run (an edit needs an image to start from)."""
-        if self.final_id is None:
-            return []
-        if self.image_id is None:
-            return ["extend"]
-        return ["extend", "edit", "animate", "regenerate"] if self.task != "connect" else ["extend"]
+    def adopt(self, plan: Plan) -> None:
+        """Make ``plan`` the current request's plan: every step pending, seeds assigned to steps without one."""
+        if self.plan.steps:
+            self.history.append({"request": self.request, "plan": self.plan.to_dict()})
+        plan.assign_seeds(self.next_seeds)
+        self.plan = plan
+        self.runs = {s.id: StepRun() for s in plan.steps}
+
+    def begin_request(self, plan: Plan) -> None:
+        """A revision: the next request, with its (edited) plan."""
+        self.request += 1
+        self.adopt(plan)
 
     # ----- reading ------------------------------------------------------------------------------------------
-    def pending(self) -> list[Step]:
-        return [s for s in self.steps if s.status == "pending"]
+    def run_of(self, step_id: str) -> StepRun:
+        return self.runs.setdefault(step_id, StepRun())
 
-    def next_step(self) -> Step | None:
-        pending = self.pending()
-        return pending[0] if pending else None
+    def pending(self) -> list[PlanStep]:
+        return [s for s in self.plan.steps if self.run_of(s.id).status not in FINISHED]
+
+    def ready(self) -> list[PlanStep]:
+        """Pending steps whose inputs exist (every step they refer to is done), in plan order."""
+        return [
+            s
+            for s in self.pending()
+            if self.run_of(s.id).status != "failed" and all(self.run_of(d).status in FINISHED for d in s.deps())
+        ]
+
+    def failed(self) -> list[PlanStep]:
+        return [s for s in self.plan.steps if self.run_of(s.id).status == "failed"]
 
     @property
     def complete(self) -> bool:
-        return not self.pending()
+        return bool(self.plan.steps) and not self.pending()
 
     def candidates(self) -> list[str]:
-        """Agents that may validly act now: the next step's, and the one after it when the next is optional."""
-        pending = self.pending()
-        if not pending:
-            return []
-        names = [pending[0].agent]
-        if pending[0].tool in OPTIONAL_TOOLS and len(pending) > 1 and pending[1].agent not in names:
-            names.append(pending[1].agent)
+        """Agents that may act now: those with a ready step, in plan order."""
+        names: list[str] = []
+        for s in self.ready():
+            if s.agent not in names:
+                names.append(s.agent)
         return names
 
-    def expected(self) -> str | None:
-        step = self.next_step()
-        return step.agent if step else None
-
-    # ----- updates ------------------------------------------------------------------------------------------
-    def _step_for(self, agent: str, tool: str) -> Step | None:
-        for i, step in enumerate(self.steps):
-            if step.status != "pending":
-                continue
-            if step.tool == tool:  # whoever calls the step's tool (its agent, or plan_runner) completes it
-                # An optional step right before is skipped when its successor acts first.
-                for earlier in self.steps[:i]:
-                    if earlier.status == "pending" and earlier.tool in OPTIONAL_TOOLS:
-                        earlier.status = "skipped"
-                return step
-            if step.tool not in OPTIONAL_TOOLS:
-                return None  # a later step cannot be done before this one
+    def ready_step_for(self, agent: str) -> PlanStep | None:
+        for s in self.ready():
+            if s.agent == agent:
+                return s
         return None
 
-    def record_tool(self, agent: str, tool: str, outputs: list[str], text: str = "") -> Step | None:
-        """A tool succeeded: mark its plan step done and remember what it made."""
-        step = self._step_for(agent, tool)
-        if step is None:
-            return None
-        step.status, step.outputs, step.by = "done", list(outputs), agent
-        if tool == "enhance_prompt":
-            self.current_prompt = text
-        elif tool in ("text_to_image", "edit_image"):
-            self.image_id = outputs[-1]
-        if self.complete and outputs:
+    def resolve(self, step: PlanStep) -> dict[str, Any]:
+        """The step's arguments with references replaced: artifact ids for images and clips, words for prompts."""
+        return {k: self._resolve_value(v) for k, v in step.args.items()}
+
+    def _resolve_value(self, value: Any) -> Any:
+        if isinstance(value, list):
+            return [self._resolve_value(v) for v in value]
+        if not isinstance(value, str) or not REF.match(value):
+            return value
+        name = value[1:]
+        if name in ("image", "video1", "video2"):
+            return self.inputs[value]
+        run = self.run_of(name)
+        if run.status not in FINISHED:
+            raise KeyError(f"{value} is not done yet")
+        spec = TOOLS[self.plan.step(name).tool]
+        return run.text if spec.output == "text" else run.outputs[-1]
+
+    def key(self, step: PlanStep, resolved: dict[str, Any], digest: Any, context: dict[str, Any]) -> str:
+        """The step's content key: its tool and arguments with each artifact id replaced by ``digest(id)`` (the
+        file's sha256), plus ``context`` (profile, LLM)."""
+        spec = TOOLS[step.tool]
+        shown: dict[str, Any] = {}
+        for name, value in resolved.items():
+            arg = spec.args.get(name)
+            if arg is not None and arg.ref in ("image", "video"):
+                shown[name] = [digest(v) for v in value] if isinstance(value, list) else digest(value)
+            else:
+                shown[name] = value
+        blob = json.dumps({"tool": step.tool, "args": shown, **context}, sort_keys=True, default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()
+
+    # ----- updates ------------------------------------------------------------------------------------------
+    def record_done(
+        self, step: PlanStep, outputs: list[str], text: str = "", by: str = "", key: str = "", reused: bool = False
+    ) -> None:
+        run = self.run_of(step.id)
+        run.status = "reused" if reused else "done"
+        run.outputs, run.text, run.by, run.key, run.error = list(outputs), text, by or step.agent, key, ""
+        if key:
+            self.cache[key] = {"outputs": list(outputs), "text": text}
+        if step.id == self.plan.final and outputs:
             self.final_id = outputs[-1]
-            self.finals.append(self.final_id)
-        return step
+            if not self.finals or self.finals[-1] != self.final_id:
+                self.finals.append(self.final_id)
 
-    def record_prompt(self, text: str, digital_world: bool) -> bool:
-        """The prompt agent spoke: its text is the prompt (Mora's style cue kept for digital worlds)."""
-        text = " ".join(text.strip().strip('"').split())
-        if not text:
-            return False
-        if digital_world:
-            text = enhance_prompt(text, digital_world=True) if "digital world style" not in text else text
-        return self.record_tool("prompt_agent", "enhance_prompt", [], text) is not None
+    def record_failed(self, step: PlanStep, error: str) -> None:
+        run = self.run_of(step.id)
+        run.status, run.error = "failed", error
+        run.attempts += 1
 
-    # ----- the plan's own arguments (for the fallback) -----------------------------------------------------
-    def last_clip(self) -> str | None:
-        for step in reversed(self.steps):
-            if step.status == "done" and step.tool in ("image_to_video", "extend_video", "connect_clips"):
-                return step.outputs[-1]
-        if self.final_id:
-            return self.final_id
-        return self.clip_ids[0] if self.clip_ids else None
+    def retry(self, step: PlanStep) -> None:
+        """Run a failed step again, with a new seed (when it takes one)."""
+        if "seed" in TOOLS[step.tool].args:
+            step.args["seed"] = None
+            self.plan.assign_seeds(self.next_seeds)
+        self.run_of(step.id).status = "pending"
 
-    def fallback_args(self, step: Step) -> dict[str, Any]:
-        """Arguments the fixed plan would use for ``step``, from what the run has made so far."""
-        prompt = self.current_prompt or self.prompt
-        if step.tool == "enhance_prompt":
-            return {"prompt": self.prompt or "a short video", "digital_world": self.task == "digital-world"}
-        if step.tool == "text_to_image":
-            return {"prompt": prompt or "a short video"}
-        if step.tool == "edit_image":
-            instruction = step.args.get("instruction") or self.prompt
-            if self.task == "digital-world":
-                instruction = DIGITAL_WORLD_EDIT + (f"; {instruction}" if instruction else "")
-            return {"image_id": self.image_id, "instruction": instruction}
-        if step.tool == "image_to_video":
-            return {"image_id": self.image_id, "prompt": prompt}
-        if step.tool == "extend_video":
-            segments = step.args.get("segments", max(1, self.segments - 1))
-            return {"clip_id": self.last_clip(), "prompt": step.args.get("prompt", prompt), "segments": segments}
-        if step.tool == "connect_clips":
-            return {"first_clip_id": self.clip_ids[0], "second_clip_id": self.clip_ids[1], "prompt": self.prompt}
-        raise ValueError(f"no plan arguments for tool {step.tool!r}")
+    def cached(self, key: str) -> dict[str, Any] | None:
+        return self.cache.get(key)
+
+    def known_artifacts(self) -> dict[str, str]:
+        """Ids this run's plan steps and inputs made, with their kinds (what a revision's plan may name)."""
+        known: dict[str, str] = {}
+        for ref, art in self.inputs.items():
+            known[art] = "image" if ref == "$image" else "video"
+        for s in self.plan.steps:
+            run = self.run_of(s.id)
+            if run.status in FINISHED and run.outputs and TOOLS[s.tool].output != "text":
+                known[run.outputs[-1]] = TOOLS[s.tool].output
+        return known
+
+    def step_of_final(self) -> PlanStep | None:
+        return next((s for s in self.plan.steps if s.id == self.plan.final), None)
 
     # ----- persistence --------------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return {
+            "task": self.task,
+            "prompt": self.prompt,
+            "plan": self.plan.to_dict(),
+            "runs": {k: asdict(v) for k, v in self.runs.items()},
+            "inputs": self.inputs,
+            "request": self.request,
+            "seed": self.seed,
+            "seeds_used": self.seeds_used,
+            "cache": self.cache,
+            "final_id": self.final_id,
+            "finals": self.finals,
+            "history": self.history,
+        }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> PlanState:
         data = dict(data)
-        data["steps"] = [Step(**s) for s in data.get("steps", [])]
-        return cls(**data)
+        plan = Plan.from_dict(data.pop("plan"))
+        runs = {k: StepRun(**v) for k, v in data.pop("runs", {}).items()}
+        return cls(plan=plan, runs=runs, **data)
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2)
@@ -247,28 +230,3 @@ class PlanState:
 def write_state(path: Path, text: str) -> None:
     """Write a plan state's JSON atomically (a temp file, then a rename)."""
     atomic_write_text(path, text)
-
-
-def parse_seconds(text: str) -> float | None:
-    """'extend it by two seconds' -> 2.0; None when no duration is named."""
-    m = re.search(
-        r"(\d+(?:\.\d+)?|" + "|".join(_NUMBERS) + r")\s*(?:more\s+)?(?:s\b|sec|secs|second|seconds)", text.lower()
-    )
-    if not m:
-        return None
-    word = m.group(1)
-    return float(_NUMBERS.get(word, word))
-
-
-def guess_intent(text: str, possible: list[str]) -> str:
-    """A keyword reading of a revision, used with no LLM and as the LLM's fallback."""
-    t = text.lower()
-    if any(w in t for w in ("extend", "longer", "continue", "more seconds", "add ")) or parse_seconds(t) is not None:
-        choice = "extend"
-    elif any(w in t for w in ("motion", "move", "animate", "camera", "faster", "slower")):
-        choice = "animate"
-    elif any(w in t for w in ("new ", "instead", "different", "another", "regenerate", "start over")):
-        choice = "regenerate"
-    else:
-        choice = "edit"
-    return choice if choice in possible else possible[0]

@@ -1,24 +1,26 @@
-"""Mora's six tasks as plans: which agent uses which tool, in what order.
+"""The tasks a run can be asked for and the checks of their inputs, before anything is planned or written.
 
-The same plans serve two modes. With no LLM (``--llm none``) :class:`openmora.group_chat.executor.PlanExecutor` runs them
-step by step: a real mode for reproducible batch work. With a planner LLM they narrow the group chat's candidates.
+Mora's six tasks and ``story`` are templates (:func:`openmora.group_chat.plan.template_plan`); ``auto`` lets the
+planner plan the request.
 
 Example:
-    >>> [s.tool for s in plan_steps("text-to-video", segments=3)]
-    ['enhance_prompt', 'text_to_image', 'image_to_video', 'extend_video']
+    >>> check_task_inputs("connect", None, None, ["a.mp4"], None)
+    Traceback (most recent call last):
+    ...
+    openmora.errors.InputError: connect takes --video twice (first clip, then second clip), got 1
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 from openmora.errors import InputError
 from openmora.tools.enhance_prompt import MAX_PROMPT_CHARS
 from openmora.tools.extend_video import MAX_SEGMENTS
 
-TASKS = ("text-to-video", "image-to-video", "extend", "edit", "connect", "digital-world", "story")
+TASKS = ("auto", "text-to-video", "image-to-video", "extend", "edit", "connect", "digital-world", "story")
 TASK_HELP = {
+    "auto": "the planner plans --prompt (with any --image/--video): one task, several, or a story",
     "text-to-video": "make a video from --prompt",
     "image-to-video": "animate --image, guided by --prompt (optional)",
     "extend": "continue --video for --segments more segments",
@@ -27,12 +29,6 @@ TASK_HELP = {
     "digital-world": "a video in Mora's digital-world style, from --prompt, or restyling --image or --video",
     "story": "several shots from --prompt (one per line, ';' or sentence), rendered with stage overlap and joined",
 }
-
-
-@dataclass
-class PlanStep:
-    agent: str
-    tool: str
 
 
 def check_task_inputs(task: str, prompt: str | None, image: Any, videos: list | tuple, segments: int | None) -> None:
@@ -46,6 +42,13 @@ def check_task_inputs(task: str, prompt: str | None, image: Any, videos: list | 
         )
     if has_prompt and task != "story":  # a story's limit is per shot (check_story)
         check_prompt_length(prompt, "--prompt")
+    if task == "auto":
+        if not has_prompt and image is None and not videos:
+            raise InputError("auto needs --prompt TEXT saying what to make (and any --image/--video it is about)")
+        if len(videos) > 2:
+            raise InputError(f"at most two --video inputs are accepted, got {len(videos)}")
+        _check_segments(segments)
+        return
     needs = {
         "text-to-video": (True, 0, 0),
         "image-to-video": (False, 1, 0),
@@ -76,6 +79,10 @@ def check_task_inputs(task: str, prompt: str | None, image: Any, videos: list | 
         from openmora.story import check_story
 
         check_story(prompt)
+    _check_segments(segments)
+
+
+def _check_segments(segments: int | None) -> None:
     if segments is not None and (
         isinstance(segments, bool) or not isinstance(segments, int) or not 1 <= segments <= MAX_SEGMENTS
     ):
@@ -89,24 +96,3 @@ def check_prompt_length(prompt: str, what: str) -> None:
     length = len(" ".join(prompt.split()))
     if length > MAX_PROMPT_CHARS:
         raise InputError(f"{what} is {length} characters; at most {MAX_PROMPT_CHARS} are accepted")
-
-
-def plan_steps(task: str, segments: int = 1, has_image: bool = False, has_video: bool = False) -> list[PlanStep]:
-    """The agents and tools a task uses, in order (``extend_video`` appears when more than one segment is asked)."""
-    more = [PlanStep("video_agent", "extend_video")] if segments > 1 else []
-    if task == "text-to-video" or (task == "digital-world" and not has_image and not has_video):
-        return [
-            PlanStep("prompt_agent", "enhance_prompt"),
-            PlanStep("image_agent", "text_to_image"),
-            PlanStep("video_agent", "image_to_video"),
-            *more,
-        ]
-    if task == "image-to-video":
-        return [PlanStep("prompt_agent", "enhance_prompt"), PlanStep("video_agent", "image_to_video"), *more]
-    if task == "extend":
-        return [PlanStep("video_agent", "extend_video")]
-    if task in ("edit", "digital-world"):
-        return [PlanStep("edit_agent", "edit_image"), PlanStep("video_agent", "image_to_video"), *more]
-    if task == "connect":
-        return [PlanStep("connection_agent", "connect_clips")]
-    raise InputError(f"unknown task {task!r}; use one of: {', '.join(TASKS)}")

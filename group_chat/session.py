@@ -1,9 +1,11 @@
-"""The group chat: role-playing agents in an AutoGen ``SelectorGroupChat`` whose next speaker the planner LLM picks.
+"""The group chat: role-playing agents in an AutoGen ``SelectorGroupChat`` managed by the planner.
 
-The task plan (:mod:`openmora.group_chat.plan_state`) narrows the candidates; the planner LLM chooses among them. An invalid
-or unparsable choice is asked again once, then the plan decides (``fallback_used`` in the transcript). An agent whose
-turn did not complete its step gets one retry; after that the ``plan_runner`` agent runs the step with the plan's own
-arguments, in the chat for everyone to see. The chat ends when the plan's final video exists, or at the turn limit.
+The plan (checked before the chat starts) says which steps are ready; AutoGen's own selection then chooses the next
+speaker among the agents whose steps are ready (``candidate_func`` narrows the candidates; with one candidate AutoGen
+asks no model, with several the planner LLM picks, forced to a candidate's name on the embedded model). The planner
+is a participant too: it opens each request by showing the plan and its estimate, and speaks again when a step
+fails, to retry it with another seed, re-plan, or finish. Steps whose content key is unchanged are reused without a
+turn. The chat ends when the plan's final video exists, at the turn limit, or when the planner finishes.
 
 Example:
     >>> # see Orchestrator.run(..., llm="local") and Orchestrator.chat_session() for the public entry points
@@ -11,6 +13,7 @@ Example:
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
@@ -20,49 +23,49 @@ from typing import Any
 
 from autogen_agentchat.agents import BaseChatAgent
 from autogen_agentchat.base import Response, TaskResult, TerminatedException, TerminationCondition
-from autogen_agentchat.conditions import MaxMessageTermination
-from autogen_agentchat.messages import (
-    BaseAgentEvent,
-    BaseChatMessage,
-    StopMessage,
-    TextMessage,
-    ToolCallSummaryMessage,
-)
+from autogen_agentchat.messages import BaseAgentEvent, BaseChatMessage, StopMessage, TextMessage
 from autogen_agentchat.teams import SelectorGroupChat
 from autogen_core import CancellationToken
-from autogen_core.models import UserMessage
 
-from openmora.agents.binding import bind_tool
 from openmora.agents.connection_agent import build_connection_agent
 from openmora.agents.edit_agent import build_edit_agent
 from openmora.agents.image_agent import build_image_agent
-from openmora.agents.prompt_agent import build_prompt_agent
+from openmora.agents.prompt_agent import PromptAgent, build_prompt_agent
 from openmora.agents.video_agent import build_video_agent
 from openmora.errors import OpenMoraError, first_line
 from openmora.events import EventSink
 from openmora.fileio import atomic_write_json
+from openmora.group_chat.checker import check_plan
 from openmora.group_chat.executor import PlanExecutor
-from openmora.group_chat.plan_state import INTENTS, PlanState, Step, guess_intent
-from openmora.group_chat.transcript import Transcript, record_tool_call
-from openmora.llm.clients import ExtraArgsClient, supports_choices
-from openmora.tools.context import ToolContext, ToolResult
+from openmora.group_chat.plan import PlanStep
+from openmora.group_chat.plan_state import PlanState
+from openmora.group_chat.planner import Planner
+from openmora.group_chat.transcript import Transcript
+from openmora.llm.clients import supports_choices
+from openmora.tools.context import ToolContext
 
 logger = logging.getLogger(__name__)
-PLAN_RUNNER = "plan_runner"
-DEFAULT_MAX_TURNS = 24
-PROMPT_MAX_TOKENS = 120
+PLANNER = "planner"
+DEFAULT_MAX_TURNS = 0  # 0: enough for the plan (two turns per step and a few for the planner)
 TEAM_FILE = "team_state.json"
+SELECTOR_PROMPT = """You are the planner of a video-making team. The agents:
+{roles}
+
+The conversation so far:
+{history}
+
+Several steps of the plan are ready. Which agent should act next? Reply with only its name, one of: {participants}."""
 
 
 class RunIncomplete(RuntimeError):
-    """The chat stopped (turn limit, cancellation) before the plan's final video existed."""
+    """The chat stopped (turn limit, cancellation, the planner finished) before the plan's final video existed."""
 
 
-class PlanRunnerAgent(BaseChatAgent):
-    """The fallback: runs the plan's next step with the plan's own arguments when an agent could not."""
+class PlannerAgent(BaseChatAgent):
+    """The planner in the chat: shows the plan, reviews failed steps (retry, re-plan or finish)."""
 
     def __init__(self, session: GroupChatSession) -> None:
-        super().__init__(PLAN_RUNNER, description="Runs the plan's next step itself when an agent failed twice.")
+        super().__init__(PLANNER, description="Plans the work, shows the plan and decides after a failed step.")
         self._session = session
 
     @property
@@ -70,7 +73,7 @@ class PlanRunnerAgent(BaseChatAgent):
         return (TextMessage,)
 
     async def on_messages(self, messages: Sequence[BaseChatMessage], cancellation_token: CancellationToken) -> Response:
-        text = await self._session.run_step_directly()
+        text = await self._session.planner_turn()
         return Response(chat_message=TextMessage(content=text, source=self.name))
 
     async def on_reset(self, cancellation_token: CancellationToken) -> None:
@@ -78,7 +81,8 @@ class PlanRunnerAgent(BaseChatAgent):
 
 
 class PlanDone(TerminationCondition):
-    """Stops the chat when the plan's final video exists (or our own code failed)."""
+    """Stops the chat when the plan's final video exists, the planner finished, our own code failed, or the turn
+    limit of the request is reached."""
 
     def __init__(self, session: GroupChatSession) -> None:
         self._session = session
@@ -92,28 +96,77 @@ class PlanDone(TerminationCondition):
         if self._terminated:
             raise TerminatedException("already terminated")
         s = self._session
-        if s.fatal is not None:
-            self._terminated = True
-            return StopMessage(content=f"stopped: internal error: {s.fatal}", source="planner")
         s.observe(messages)
-        if s.state.complete:
-            self._terminated = True
-            return StopMessage(content=f"done: the final video is {s.state.final_id}", source="planner")
-        return None
+        s.turns += sum(1 for m in messages if isinstance(m, BaseChatMessage) and m.source != "user")
+        reason = None
+        if s.fatal is not None:
+            reason = f"stopped: internal error: {first_line(s.fatal)}"
+        elif s.state.complete and s.announced:
+            reason = f"done: the final video is {s.state.final_id}"
+        elif s.finished is not None:
+            reason = f"stopped by the planner: {s.finished}"
+        elif s.turns >= s.turn_limit():
+            reason = f"stopped: the turn limit ({s.turn_limit()}) was reached"
+        if reason is None:
+            return None
+        self._terminated = True
+        s.stop_reason = reason
+        return StopMessage(content=reason, source=PLANNER)
 
     async def reset(self) -> None:
         self._terminated = False
 
 
+class _SelectionClient:
+    """The planner's model client as AutoGen's speaker selection uses it: the reply is forced to a candidate's name
+    where the client can do that (the embedded model), and every selection is recorded in the transcript."""
+
+    def __init__(self, inner: Any, session: GroupChatSession) -> None:
+        self.inner = inner
+        self._session = session
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    async def create(self, messages: Sequence[Any], **kwargs: Any) -> Any:
+        s = self._session
+        candidates = list(s.current_candidates)
+        extra = dict(kwargs.pop("extra_create_args", None) or {})
+        if supports_choices(self.inner) and candidates:
+            extra["choices"] = candidates
+        start = time.perf_counter()
+        result = await self.inner.create(messages, extra_create_args=extra, **kwargs)
+        raw = result.content if isinstance(result.content, str) else str(result.content)
+        found = _mentioned(raw, candidates)
+        s.transcript.record(
+            "planner",
+            agent=PLANNER,
+            seconds=time.perf_counter() - start,
+            decision="next_speaker",
+            candidates=candidates,
+            raw_choice=raw,
+            valid=len(found) == 1,
+            fallback_used=len(found) != 1,
+            chosen=found[0] if len(found) == 1 else None,
+            request=s.state.request,
+        )
+        return result
+
+    async def create_stream(self, messages: Sequence[Any], **kwargs: Any) -> AsyncIterator[Any]:
+        yield await self.create(messages, **kwargs)
+
+
 class GroupChatSession:
-    """One run's team: agents, planner, fallback, and the plan state they share.
+    """One run's team: the planner, the agents, and the plan state they share.
 
     Args:
         ctx: the run's tool context (store, loader, profile, seed).
         transcript: where every message, tool call and planner decision is recorded.
-        client: ``client(role)`` returns the AutoGen model client for the planner (``"planner"``) or an agent (its name).
-        state: the plan state (new, or loaded for resume).
-        max_turns: the turn limit of one request.
+        client: ``client(role)`` returns the AutoGen model client for the planner (``"planner"``) or an agent.
+        state: the plan state (adopted plan; new, or loaded for resume).
+        planner: plans, revisions and reviews (its client is the planner's).
+        max_turns: the turn limit of one request (0: two per step plus a few).
+        llm: the LLM's name, part of the content key of a prompt it writes.
     """
 
     def __init__(
@@ -122,267 +175,197 @@ class GroupChatSession:
         transcript: Transcript,
         client: Callable[[str], Any],
         state: PlanState,
+        planner: Planner,
         max_turns: int = DEFAULT_MAX_TURNS,
         on_event: EventSink | None = None,
+        llm: str = "",
+        describe_plan: Callable[[], str] | None = None,
     ) -> None:
         self.ctx = ctx
         self.transcript = transcript
         self.client = client
         self.state = state
+        self.planner = planner
         self.max_turns = max_turns
         self.on_event = on_event
+        self.describe_plan = describe_plan or (lambda: state.plan.describe())
         self.fatal: BaseException | None = None
+        self.finished: str | None = None
+        self.stop_reason = ""
+        self.announced = False
+        self.turns = 0
+        self.current_candidates: list[str] = []
         self._seen: set[str] = set()
-        self._selected_for: Step | None = None
-        self.executor = PlanExecutor(ctx, transcript, state, as_fallback=True)
+        self.executor = PlanExecutor(ctx, transcript, state, context={"prompt_writer": llm})
         self.team = self._build_team()
 
     # ----- building -----------------------------------------------------------------------------------------
-    def _bind(self, fn: Callable[..., ToolResult], agent: str) -> Any:
-        return bind_tool(fn, self.ctx, agent, self)
-
     def _build_team(self) -> SelectorGroupChat:
-        s, store = self.state, self.ctx.store
-        image_note = store.get(s.image_id).summary() if s.image_id and s.task == "image-to-video" else ""
-        video_hint = (
-            f"This run wants {s.segments} segment(s): image_to_video once, then extend_video with segments={s.segments - 1}."
-            if s.segments > 1
-            else "This run wants one segment: call image_to_video once."
-        )
-        edit_hint = f"Edit {s.image_id}." if s.image_id else ""
-        connect_hint = f"Connect {s.clip_ids[0]} then {s.clip_ids[1]}." if len(s.clip_ids) == 2 else ""
+        self.prompt_agent: PromptAgent = build_prompt_agent(self.client("prompt_agent"), self)
         participants = [
-            # A visual prompt is at most ~60 words: cap the reply so a rambling small model cannot take minutes.
-            build_prompt_agent(
-                ExtraArgsClient(self.client("prompt_agent"), max_tokens=PROMPT_MAX_TOKENS), s.task, image_note
-            ),
-            build_image_agent(self.client("image_agent"), self._bind),
-            build_edit_agent(self.client("edit_agent"), self._bind, edit_hint),
-            build_video_agent(self.client("video_agent"), self._bind, video_hint),
-            build_connection_agent(self.client("connection_agent"), self._bind, connect_hint),
-            PlanRunnerAgent(self),
+            PlannerAgent(self),
+            self.prompt_agent,
+            build_image_agent(self),
+            build_edit_agent(self),
+            build_video_agent(self),
+            build_connection_agent(self),
         ]
-        termination = PlanDone(self) | MaxMessageTermination(self.max_turns)
         return SelectorGroupChat(
             participants,
-            model_client=self.client("planner"),
-            termination_condition=termination,
-            selector_func=self._select,
+            model_client=_SelectionClient(self.client(PLANNER), self),
+            termination_condition=PlanDone(self),
+            candidate_func=self._candidates,
+            selector_prompt=SELECTOR_PROMPT,
+            max_selector_attempts=2,
             allow_repeated_speaker=True,
             emit_team_events=False,
         )
 
+    def turn_limit(self) -> int:
+        return self.max_turns or 2 * len(self.state.plan.steps) + 6
+
+    # ----- selection ----------------------------------------------------------------------------------------
+    def _candidates(self, thread: Sequence[BaseAgentEvent | BaseChatMessage]) -> list[str]:
+        """AutoGen's candidates for the next turn: the planner when it has something to say, else the agents whose
+        steps are ready (steps the cache holds are completed first, without a turn)."""
+        self.observe(thread)
+        if self.fatal is None and self.announced:
+            try:
+                self.executor.reuse_ready()
+            except Exception as err:  # noqa: BLE001 - our bug: stop the chat and raise it after
+                self.fatal = err
+        state = self.state
+        if self.fatal is not None or not self.announced or state.failed() or not state.ready():
+            names = [PLANNER]
+        else:
+            names = state.candidates()
+        self.current_candidates = names
+        if len(names) == 1:
+            step = state.ready_step_for(names[0]) if names[0] != PLANNER else None
+            self.transcript.record(
+                "planner",
+                agent=PLANNER,
+                decision="next_speaker",
+                candidates=names,
+                raw_choice=None,
+                valid=True,
+                fallback_used=False,
+                chosen=names[0],
+                reason=f"the only ready step: {step.id} {step.tool}" if step else "the planner's turn",
+                request=state.request,
+            )
+        return names
+
     # ----- observing the chat -------------------------------------------------------------------------------
     def observe(self, messages: Sequence[BaseAgentEvent | BaseChatMessage]) -> None:
-        """Read new chat messages: the prompt agent's text is the prompt; record every message in the transcript."""
+        """Record every new chat message of the agents and the planner in the transcript."""
         for msg in messages:
             if not isinstance(msg, BaseChatMessage) or msg.id in self._seen:
                 continue
             self._seen.add(msg.id)
-            text = msg.to_text()
-            if isinstance(msg, TextMessage) and msg.source == "prompt_agent":
-                if self.state.record_prompt(text, digital_world=self.state.task == "digital-world"):
-                    self._save_state()
-            if msg.source not in ("user", PLAN_RUNNER) and not isinstance(msg, ToolCallSummaryMessage | StopMessage):
-                self.transcript.record("message", agent=msg.source, text=text[:2000])
-            elif isinstance(msg, ToolCallSummaryMessage) and "Error" in text:
-                self.transcript.record("message", agent=msg.source, text=text[:2000], error=True)
+            if msg.source == "user" or isinstance(msg, StopMessage):
+                continue
+            self.transcript.record("message", agent=msg.source, text=msg.to_text()[:2000], request=self.state.request)
 
-    # ----- tools (ToolObserver) ---------------------------------------------------------------------------
-    def tool_succeeded(self, agent: str, tool: str, result: ToolResult, arguments: dict, seconds: float) -> None:
-        step = self.state.record_tool(agent, tool, result.outputs)
-        self._save_state()
-        record_tool_call(
-            self.transcript, agent, tool, arguments, result=result, seconds=seconds, plan_step=step is not None
+    # ----- the agents' steps (StepRunner) -------------------------------------------------------------------
+    def ready_step_for(self, agent: str) -> PlanStep | None:
+        return self.state.ready_step_for(agent)
+
+    def call_for(self, step: PlanStep) -> dict[str, Any]:
+        """The tool call an agent makes for its step: the step's arguments, references resolved."""
+        return self.state.resolve(step)
+
+    async def run_agent_step(self, agent: str, step: PlanStep, call: dict[str, Any]) -> tuple[str, bool]:
+        try:
+            text = None
+            if step.tool == "enhance_prompt":
+                reused = self.executor.reuse(step, agent)
+                if reused is not None:
+                    return reused.text, False
+                text = await self._write_prompt(step, call)
+            outcome = await asyncio.to_thread(self.executor.run_step, step, agent, call, text)
+        except OpenMoraError as err:
+            return f"{step.id} {step.tool} failed: {first_line(err)}", True
+        except BaseException as err:
+            self.fatal = err
+            return f"{step.id} {step.tool} failed: internal error: {first_line(err)}", True
+        return outcome.text, False
+
+    async def _write_prompt(self, step: PlanStep, call: dict[str, Any]) -> str | None:
+        """The prompt agent's LLM writes the step's prompt (None: the deterministic tool, for an empty reply)."""
+        motion = any(
+            s.tool == "image_to_video" and s.args.get("prompt") == f"${step.id}" for s in self.state.plan.steps
         )
-
-    def tool_failed(self, agent: str, tool: str, error: BaseException, arguments: dict, seconds: float) -> None:
-        record_tool_call(self.transcript, agent, tool, arguments, error=error, seconds=seconds)
-        if not isinstance(error, OpenMoraError):
-            self.fatal = error
-
-    # ----- the planner --------------------------------------------------------------------------------------
-    async def _ask(self, question: str, choices: list[str]) -> str:
-        planner = self.client("planner")
-        extra = {"choices": choices} if supports_choices(planner) else {}
-        content: Any = question
-        thumb = self._thumbnail() if planner.model_info.get("vision") else None
-        if thumb is not None:
-            # A vision-capable planner sees the newest picture; only this query holds pixels, never the chat state.
-            content = [question + "\nThe newest artifact is shown below.", thumb]
-        result = await planner.create([UserMessage(content=content, source="user")], extra_create_args=extra)
-        return result.content if isinstance(result.content, str) else json.dumps(str(result.content))
-
-    def _thumbnail(self, size: int = 256) -> Any:
-        """The newest image, or the newest clip's last frame, as a small AutoGen image (``None`` if there is none)."""
-        from autogen_core import Image as AGImage
-        from PIL import Image
-
-        arts = self.ctx.store.artifacts()
-        if not arts:
-            return None
-        art = arts[-1]
-        pixels = self.ctx.store.image(art.id) if art.kind == "image" else self.ctx.store.frames(art.id)[-1]
-        picture = Image.fromarray(pixels)
-        picture.thumbnail((size, size))
-        return AGImage.from_pil(picture)
-
-    def _history(self, limit: int = 8) -> str:
-        events = [
-            e
-            for e in Transcript.read(self.transcript.path)
-            if e["type"] in ("message", "tool_call", "input")
-            and e.get("request", self.state.request) == self.state.request
-        ]
-        lines = []
-        for e in events[-limit:]:
-            if e["type"] == "tool_call":
-                lines.append(f"{e['agent']}: {e['tool']} -> {e.get('result') or e.get('error')}")
-            else:
-                lines.append(f"{e['agent']}: {e.get('text') or e.get('result', '')}"[:300])
-        return "\n".join(lines) or "(nothing yet)"
-
-    async def _choose(self, question: str, candidates: list[str], default: str, kind: str) -> str:
-        """Ask the LLM to pick one of ``candidates``; once more if invalid; then ``default`` (the plan)."""
-        raw_choices: list[str] = []
-        start = time.perf_counter()
-        chosen = None
-        for _attempt in range(2):
-            raw = await self._ask(
-                question if not raw_choices else f"{question}\nReply with exactly one of: {', '.join(candidates)}.",
-                candidates,
-            )
-            raw_choices.append(raw)
-            found = _mentioned(raw, candidates)
-            if len(found) == 1:
-                chosen = found[0]
-                break
-        fallback = chosen is None
-        self.transcript.record(
-            "planner",
-            agent="planner",
-            seconds=time.perf_counter() - start,
-            decision=kind,
-            candidates=candidates,
-            raw_choice=raw_choices[0],
-            retry_choice=raw_choices[1] if len(raw_choices) > 1 else None,
-            valid=not fallback,
-            first_choice_valid=len(raw_choices) == 1 and not fallback,
-            fallback_used=fallback,
-            chosen=chosen or default,
-            request=self.state.request,
+        motion = motion and not any(
+            s.tool == "text_to_image" and s.args.get("prompt") == f"${step.id}" for s in self.state.plan.steps
         )
-        return chosen or default
+        text = await self.prompt_agent.write(str(call.get("prompt", "")), bool(call.get("digital_world")), motion)
+        return text or None
 
-    def _record_plan_decision(self, decision: str, step: Step, chosen: str, reason: str) -> None:
-        """A turn the plan decided without asking the LLM (a retry, or the fallback to plan_runner)."""
-        self.transcript.record(
-            "planner",
-            agent="planner",
-            decision=decision,
-            candidates=[step.agent],
-            raw_choice=None,
-            valid=decision != "fallback",
-            fallback_used=decision == "fallback",
-            chosen=chosen,
-            reason=reason,
-            request=self.state.request,
-        )
-
-    async def _select(self, thread: Sequence[BaseAgentEvent | BaseChatMessage]) -> str | None:
-        self.observe(thread)
+    # ----- the planner's turns ------------------------------------------------------------------------------
+    async def planner_turn(self) -> str:
         state = self.state
-        step = state.next_step()
-        if step is None:  # the termination condition stops the chat; pick anyone harmless meanwhile
-            return PLAN_RUNNER
-        previous = self._selected_for
-        if previous is not None and previous.status == "pending" and previous is step:
-            # The agent's turn ended without finishing its step.
-            if step.attempts >= 2:
-                self._record_plan_decision(
-                    "fallback",
-                    step,
-                    PLAN_RUNNER,
-                    f"{step.agent} did not complete {step.tool} in {step.attempts} turns; the plan runs it",
+        if self.fatal is not None:
+            return f"stopping: internal error: {first_line(self.fatal)}"
+        if not self.announced:
+            self.announced = True
+            reused = self.executor.reuse_ready()
+            line = self.describe_plan()
+            if reused:
+                line += f"\nreused {len(reused)} step(s) whose inputs did not change: " + ", ".join(
+                    o.step.id for o in reused
                 )
-                self._selected_for = step
-                return PLAN_RUNNER
-            self._record_plan_decision(
-                "retry", step, step.agent, f"{step.agent} did not complete {step.tool}; one retry"
-            )
-            step.attempts += 1
-            self._selected_for = step
-            return step.agent
-        candidates = state.candidates()
-        if len(candidates) == 1:
-            chosen = candidates[0]
+            return line
+        failed = state.failed()
+        if failed:
+            step = failed[0]
+            run = state.run_of(step.id)
+            action, reason = await self.planner.review(step, run.error, run.attempts)
             self.transcript.record(
                 "planner",
-                agent="planner",
-                decision="next_speaker",
-                candidates=candidates,
+                agent=PLANNER,
+                decision="review",
+                candidates=["retry", "replan", "finish"],
                 raw_choice=None,
                 valid=True,
                 fallback_used=False,
-                chosen=chosen,
-                reason="the plan allows one agent here",
+                chosen=action,
+                reason=reason,
+                step_id=step.id,
                 request=state.request,
             )
-        else:
-            question = (
-                "You are the planner of a video-making team. Agents:\n"
-                + "\n".join(f"- {a.name}: {a.description}" for a in self._participants() if a.name in candidates)
-                + f"\nTask: {state.task}. Request: {state.prompt or '(none)'}.\nConversation so far:\n{self._history()}\n"
-                + f"Which agent should act next? Reply with only its name, one of: {', '.join(candidates)}."
-            )
-            chosen = await self._choose(question, candidates, state.expected() or candidates[0], "next_speaker")
-        picked = state.next_step()
-        for s in state.pending():
-            if s.agent == chosen:
-                picked = s
-                break
-        picked.attempts += 1
-        self._selected_for = picked
-        return chosen
-
-    def _participants(self) -> list[Any]:
-        return list(self.team._participants)  # noqa: SLF001 - names and descriptions for the planner prompt
-
-    async def choose_intent(self, text: str) -> str:
-        """Classify a revision with the planner LLM (keyword reading when there is no LLM or it answers badly)."""
-        possible = self.state.intents()
-        default = guess_intent(text, possible)
-        if len(possible) == 1:
-            return possible[0]
-        question = (
-            "You are the planner of a video-making team. The user asked to revise the video they have:\n"
-            f'"{text}"\nOptions:\n'
-            + "\n".join(f"- {k}: {INTENTS[k]}" for k in possible)
-            + f"\nWhich option re-runs the least while doing what the user asked? Reply with only one of: {', '.join(possible)}."
-        )
-        return await self._choose(question, possible, default, "revision")
-
-    # ----- the fallback -------------------------------------------------------------------------------------
-    async def run_step_directly(self) -> str:
-        step = self.state.next_step()
-        if step is None:
-            return "nothing left to do"
-        try:
-            text = await self.executor.arun_step(step)
-        except BaseException as err:
-            if not isinstance(err, OpenMoraError):
-                self.fatal = err
-            return f"(plan fallback for {step.agent}) {step.tool} failed: {first_line(err)}"
-        return f"(plan fallback for {step.agent}) {text}"
+            if action == "retry":
+                state.retry(step)
+                self.executor.save_state()
+                return f"retry {step.id} {step.tool} with another seed ({reason})"
+            if action == "replan":
+                feedback = f"{state.prompt} (the previous plan failed at {step.id} {step.tool}: {run.error})"
+                inputs = state.inputs
+                plan = await self.planner.plan(
+                    feedback, has_image="$image" in inputs, n_videos=sum(k.startswith("$video") for k in inputs)
+                )
+                problems = check_plan(
+                    plan, has_image="$image" in inputs, n_videos=sum(k.startswith("$video") for k in inputs)
+                )
+                if problems:
+                    self.finished = "the new plan cannot run: " + "; ".join(problems)
+                    return self.finished
+                state.adopt(plan)
+                self.executor.save_state()
+                return "new plan:\n" + self.describe_plan()
+            self.finished = f"{step.id} {step.tool} failed: {run.error} ({reason})"
+            return f"finish: {self.finished}"
+        if state.complete:
+            return f"done: the final video is {state.final_id}"
+        return "waiting for the next step"
 
     # ----- running ------------------------------------------------------------------------------------------
     async def run_stream(self, task: str | None) -> AsyncIterator[BaseAgentEvent | BaseChatMessage | TaskResult]:
         """Run the team on ``task`` (``None`` continues the current thread, e.g. after resume)."""
-        self._selected_for = None
+        self.announced, self.finished, self.turns, self.stop_reason = False, None, 0, ""
         async for item in self.team.run_stream(task=task):
-            if isinstance(item, BaseChatMessage | BaseAgentEvent):
-                if self.on_event:
-                    self.on_event({"type": "chat", "source": item.source, "text": item.to_text()[:500]})
+            if isinstance(item, BaseChatMessage | BaseAgentEvent) and self.on_event:
+                self.on_event({"type": "chat", "source": item.source, "text": item.to_text()[:500]})
             yield item
         if self.fatal is not None:
             raise self.fatal
@@ -395,19 +378,14 @@ class GroupChatSession:
         self.observe(result.messages if result else [])
         await self.save()
         if not self.state.complete:
-            raise RunIncomplete(
-                f"the chat stopped before the final video existed ({result.stop_reason if result else 'no result'}); "
-                f"left: {', '.join(s.tool for s in self.state.pending())}"
-            )
-        return result
+            left = ", ".join(f"{s.id} {s.tool}" for s in self.state.pending())
+            raise RunIncomplete(f"the chat stopped before the final video existed ({self.stop_reason}); left: {left}")
+        return result  # type: ignore[return-value]
 
     # ----- persistence --------------------------------------------------------------------------------------
-    def _save_state(self) -> None:
-        self.executor.save_state()
-
     async def save(self) -> None:
         """Save the plan state and the team's conversation (both atomically) for resume."""
-        self._save_state()
+        self.executor.save_state()
         self.ctx.store.flush()  # the conversation names artifacts: their files first
         state = await self.team.save_state()
         atomic_write_json(self.ctx.store.run_dir / TEAM_FILE, state)

@@ -125,10 +125,16 @@ def record_tool_call(
         "tool_call",
         agent=agent,
         tool=tool,
-        inputs=[v for k, v in arguments.items() if k.endswith("_id") and isinstance(v, str)],
+        inputs=[
+            i
+            for k, v in arguments.items()
+            if k.endswith(("_id", "_ids"))
+            for i in (v if isinstance(v, list) else [v])
+            if isinstance(i, str)
+        ],
         outputs=outputs,
         seconds=seconds,
-        arguments={k: _jsonable(v) for k, v in arguments.items() if not k.endswith("_id")},
+        arguments={k: _jsonable(v) for k, v in arguments.items() if not k.endswith(("_id", "_ids"))},
         result=text,
         **extra,
     )

@@ -276,6 +276,7 @@ class ArtifactStore:
         self._lock = threading.RLock()
         self._artifacts: dict[str, Artifact] = {}
         self._cache = _PixelCache(cache_bytes)
+        self._digests: dict[str, str] = {}  # artifact id -> content digest (pixels), see digest()
         self._closed = False
         # Files are written in the background, committed in order by one thread: a clip's artifact is usable at
         # once (its pixels are in memory), it enters the manifest when its files are on disk.
@@ -333,6 +334,10 @@ class ArtifactStore:
             )
         return art
 
+    def has(self, artifact_id: str) -> bool:
+        """Whether this run holds an artifact with this id."""
+        return artifact_id in self._artifacts
+
     def ids(self, kind: ArtifactKind | None = None) -> list[str]:
         return [a.id for a in self._artifacts.values() if kind is None or a.kind == kind]
 
@@ -346,6 +351,22 @@ class ArtifactStore:
         return self.resolve(art.path)
 
     # ----- reading -------------------------------------------------------------------------------------------
+    def digest(self, artifact_id: str) -> str:
+        """The sha256 of an artifact's exact pixels and shape: its content address, known as soon as it is made
+        (the file's sha256 waits for the background encoding), and the same after a resume."""
+        art = self.get(artifact_id)
+        with self._lock:
+            known = self._digests.get(art.id)
+        if known is not None:
+            return known
+        pixels = self.image(art.id) if art.kind == "image" else self.frames(art.id)
+        h = hashlib.sha256(f"{art.kind}:{pixels.shape}".encode())
+        h.update(np.ascontiguousarray(pixels).data)
+        value = h.hexdigest()
+        with self._lock:
+            self._digests[art.id] = value
+        return value
+
     def image(self, artifact_id: str) -> np.ndarray:
         """The exact pixels of an image artifact, as an RGB ``uint8`` array."""
         from PIL import Image

@@ -22,14 +22,16 @@ from openmora.artifacts import Artifact, ArtifactKind, ArtifactStore
 from openmora.errors import InputError, first_line
 from openmora.events import Event, EventSink, RunStatus
 from openmora.fileio import atomic_writer
+from openmora.group_chat.checker import PlanError, check_plan
 from openmora.group_chat.executor import STATE_FILE, PlanExecutor
-from openmora.group_chat.plan_state import PlanState, guess_intent
+from openmora.group_chat.plan import Plan
+from openmora.group_chat.plan_state import PlanState
+from openmora.group_chat.planner import Planner, Request
 from openmora.group_chat.plans import check_prompt_length, check_task_inputs
 from openmora.group_chat.session import GroupChatSession
 from openmora.group_chat.transcript import Transcript
 from openmora.loader import PipelineLoader
 from openmora.profiles import Profile
-from openmora.story import StoryRenderer, split_shots
 from openmora.tools.context import ToolContext, seeds_taken
 from openmora.video_io import fit_frame, read_image, read_video_info
 
@@ -49,6 +51,28 @@ class RunResult:
     artifacts: list[Artifact]
     transcript: Path
     timings: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class PlannedRun:
+    """A checked plan and what it is expected to cost (``openmora plan``; what a run would do)."""
+
+    plan: Plan
+    estimate_s: float | None
+    profile: str
+    events: list[tuple[str, dict[str, Any]]] = field(default_factory=list)  # the planning, as transcript lines
+    client: Any = None
+    segments: int | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """``{"steps": [{"id", "agent", "tool", "args"}], "estimate_s", "source"}`` (seeds are the run's)."""
+        steps = []
+        for s in self.plan.steps:
+            d = s.to_dict()
+            d["args"] = {k: v for k, v in d["args"].items() if k != "seed"}
+            d.pop("shot", None)
+            steps.append(d)
+        return {"steps": steps, "estimate_s": self.estimate_s, "source": self.plan.source}
 
 
 @dataclass
@@ -163,7 +187,11 @@ class ChatSession:
         segments: int | None = None,
         out: str | Path | None = None,
     ) -> RunResult:
-        """Validate, create the run folder, import the inputs and run the first request."""
+        """Validate, plan, create the run folder, import the inputs and run the first request.
+
+        ``task`` is one of Mora's tasks or ``story`` (its template plan), or ``auto``: the planner plans the request
+        (the LLM's checked plan; with ``--llm none`` the template the request's words and inputs point to).
+        """
         wall_start = time.perf_counter()
         profile = self.orch.profile
         videos = list(videos)
@@ -181,10 +209,9 @@ class ChatSession:
             out = self.orch.runs_dir / f"{stamp}-{task}-{uuid.uuid4().hex[:4]}"
         out = Path(out)
         _check_out_dir(out)
-        if task == "story" and self.orch.llm != "none":
-            raise InputError("story renders its shots with the fixed plan (in parallel); use --llm none")
-        client = self.orch.client()  # an LLM that cannot start fails here, before the run folder exists
-
+        # The plan first: a request that cannot be planned leaves no run folder behind.
+        planned = await _plan(self.orch, task, prompt or "", prepared, image is not None, len(videos), segments)
+        client, plan, planning, segments = planned.client, planned.plan, planned.events, planned.segments
         meta = {
             "task": task,
             "prompt": prompt or "",
@@ -208,11 +235,11 @@ class ChatSession:
             llm=self.orch.llm,
         )
         with self._status_on_failure():
-            image_id, clip_ids = None, []
+            inputs: dict[str, str] = {}
             for p in prepared:
                 if p.kind == "image":
                     art = store.add_image(p.pixels, tool="input", description=f"input image {Path(p.source).name}")
-                    image_id = art.id
+                    inputs["$image"] = art.id
                 else:
                     art = store.add_video(
                         p.pixels,
@@ -220,60 +247,40 @@ class ChatSession:
                         tool="input",
                         description=f"input video {Path(p.source).name}",
                     )
-                    clip_ids.append(art.id)
+                    inputs[f"$video{sum(k.startswith('$video') for k in inputs) + 1}"] = art.id
                 transcript.record(
                     "input", agent="user", tool="input", outputs=[art.id], source=p.source, result=art.summary()
                 )
                 for note in p.notes:
                     transcript.record("note", agent="orchestrator", inputs=[art.id], text=f"{art.id}: {note}")
-            n_segments = segments
-            if task in ("edit", "digital-world") and clip_ids:
-                # Edit (and restyle) the first frame, then regenerate at least the original's length of motion.
-                first = store.add_image(
-                    store.frames(clip_ids[0])[0],
-                    tool="first_frame",
-                    parents=[clip_ids[0]],
-                    description=f"first frame of {clip_ids[0]}",
-                )
-                transcript.record(
-                    "tool_call",
-                    agent="edit_agent",
-                    tool="first_frame",
-                    inputs=[clip_ids[0]],
-                    outputs=[first.id],
-                    result=first.summary(),
-                )
-                image_id = first.id
-                if n_segments is None:
-                    n_segments = _segments_to_cover(store.get(clip_ids[0]).frames or 1, profile)
-            if task == "story":
-                await self._render_story(prompt or "", n_segments or 1)
-                self._wall += time.perf_counter() - wall_start
-                return self._finish(decode_seconds)
-            if n_segments is None:
-                n_segments = profile.segments if task in ("text-to-video", "digital-world") and image_id is None else 1
-            self.state = PlanState.for_task(
-                task, prompt=prompt or "", segments=n_segments, image_id=image_id, clip_ids=clip_ids
-            )
-            if task == "extend":
-                self._state.steps[0].args = {"segments": n_segments, "prompt": prompt or ""}
+            for kind, fields in planning:
+                transcript.record(kind, agent="planner", request=0, **fields)
+            self.state = PlanState.new(task, prompt or "", plan, seed=seed, inputs=inputs)
+            self._announce_plan()
             store.flush()  # the inputs on disk before a state that names them
             self._state.save(out / STATE_FILE)
-            request = _request_text(task, prompt, image_id, clip_ids, store)
-            await self._execute(client, request)
+            await self._execute(client, _request_text(task, prompt, inputs, store))
         self._wall += time.perf_counter() - wall_start
         return self._finish(decode_seconds)
 
-    async def _render_story(self, prompt: str, segments: int) -> None:
-        """Multi-shot: every shot rendered by the fixed plan with stage overlap, then joined with transitions."""
-        shots = split_shots(prompt)
-        self._transcript.record("note", agent="planner", text=f"story of {len(shots)} shots: " + " | ".join(shots))
-        renderer = StoryRenderer(self.ctx, self.transcript, overlap=self.orch.story_overlap)
-        final_id, _ = await asyncio.to_thread(renderer.render, shots, segments)
-        # Revisions of a story extend its end; its shots are recorded in the manifest.
-        self.state = PlanState(task="story", prompt=prompt, segments=segments, final_id=final_id, finals=[final_id])
-        self._store.flush()
-        self._state.save(self._store.run_dir / STATE_FILE)
+    def estimate(self) -> float | None:
+        """Seconds the current plan's steps that must run are expected to take on this profile (None: unknown)."""
+        from openmora.estimates import estimate
+
+        state = self._state
+        return estimate(state.plan, self.orch.profile, skip=_reusable(state, self._store))
+
+    def _announce_plan(self) -> None:
+        """The plan and its estimate, in the transcript (and so in the chat and the CLI) before the render."""
+        state = self._state
+        est = self.estimate()
+        self._transcript.record(
+            "note",
+            agent="planner",
+            text=state.plan.describe() + (f"\nestimate: ~{est:.0f} s on {self.orch.profile.name}" if est else ""),
+            request=state.request,
+            estimate_s=est,
+        )
 
     def _group_chat(self) -> GroupChatSession:
         """The session's group chat, made on first use (one per session: the agents keep their history)."""
@@ -283,52 +290,55 @@ class ChatSession:
                 self.transcript,
                 self.orch.client,
                 self.state,
+                self._planner(),
                 max_turns=self.orch.max_turns,
                 on_event=self._emit,
+                llm=self.orch.llm,
             )
         return self.group
 
+    def _planner(self) -> Planner:
+        def record(kind: str, **fields: Any) -> None:
+            self._transcript.record(kind, agent="planner", request=self._state.request, **fields)
+
+        return Planner(self.orch.client(), self.orch.profile, record=record)
+
     async def _execute(self, client: Any, request: str | None) -> None:
         if client is None:
-            await asyncio.to_thread(PlanExecutor(self.ctx, self.transcript, self.state).run_all)
+            executor = PlanExecutor(self.ctx, self.transcript, self.state)
+            await asyncio.to_thread(executor.run_all, self.orch.story_overlap)
             return
         await self._group_chat().run(request)
 
     async def revise(self, text: str) -> RunResult:
-        """Apply a revision ("make it darker", "extend it by two seconds"); only what depends on it re-runs."""
+        """Apply a revision ("make it look like the 1920s", "extend it by two seconds"): the planner edits the plan;
+        steps whose inputs did not change are reused, the changed ones re-run with everything downstream."""
         if self.state is None or self._state.final_id is None:
             raise InputError("nothing to revise yet: make a video first")
         if not text or not text.strip():
             raise InputError("the revision is empty; say what to change")
         check_prompt_length(text, "the revision")
         wall_start = time.perf_counter()
-        self._transcript.record("message", agent="user", text=text, request=self._state.request + 1)
+        state = self._state
+        self._transcript.record("message", agent="user", text=text, request=state.request + 1)
         client = self.orch.client()
         with self._status_on_failure():
-            if client is None:
-                intent = guess_intent(text, self._state.intents())
-                self._transcript.record(
-                    "planner",
-                    agent="planner",
-                    decision="revision",
-                    candidates=self._state.intents(),
-                    raw_choice=None,
-                    valid=True,
-                    fallback_used=False,
-                    chosen=intent,
-                    reason="no LLM: keyword reading",
-                )
-            else:
-                intent = await self._group_chat().choose_intent(text)
-            frames = int(self.orch.profile.role("image_to_video").params.get("num_frames", 25))
-            steps = self._state.begin_revision(intent, text, self.orch.profile.fps, frames)
-            self._transcript.record(
-                "note",
-                agent="planner",
-                text=f"revision '{intent}': re-running {', '.join(s.tool for s in steps)}; earlier artifacts are reused",
+            planner = self.group.planner if self.group is not None else self._planner()
+            thumb = _thumbnail(self._store) if client is not None and client.model_info.get("vision") else None
+            plan, _rev = await planner.revise(state.plan, text, prompt=current_prompt(state), image=thumb)
+            inputs = state.inputs
+            problems = check_plan(
+                plan,
+                has_image="$image" in inputs,
+                n_videos=sum(k.startswith("$video") for k in inputs),
+                known=state.known_artifacts(),
             )
+            if problems:
+                raise PlanError(problems)
+            state.begin_request(plan)
+            self._announce_plan()
             self._store.flush()
-            self._state.save(self._store.run_dir / STATE_FILE)
+            state.save(self._store.run_dir / STATE_FILE)
             self._store.update_meta(status="running")
             await self._execute(client, f"Revision: {text}")
         self._wall += time.perf_counter() - wall_start
@@ -350,7 +360,7 @@ class ChatSession:
         self = cls(orchestrator)
         self._open(run_dir, None)
         self.state = PlanState.load(run_dir / STATE_FILE)
-        self._transcript.record("run_resume", agent="user", pending=[s.tool for s in self._state.pending()])
+        self._transcript.record("run_resume", agent="user", pending=[s.id for s in self._state.pending()])
         client = orchestrator.client()
         if client is not None:
             await self._group_chat().load_team()
@@ -439,6 +449,58 @@ class ChatSession:
         return self.result
 
 
+async def _plan(
+    orch: Orchestrator,
+    task: str,
+    prompt: str,
+    prepared: list[_PreparedInput],
+    has_image: bool,
+    n_videos: int,
+    segments: int | None,
+) -> PlannedRun:
+    """Plan a request: ``auto`` by the planner (the LLM's checked plan, repaired once, else the template), a task by
+    its template. Refuses a plan that cannot run (:class:`PlanError`)."""
+    from openmora.estimates import estimate
+
+    profile = orch.profile
+    client = orch.client()  # an LLM that cannot start fails here, before any run folder exists
+    events: list[tuple[str, dict[str, Any]]] = []
+    planner = Planner(client, profile, record=lambda kind, **f: events.append((kind, f)))
+    if segments is None and task in ("edit", "digital-world") and n_videos:
+        # Edit (and restyle) the first frame, then regenerate at least the original's length of motion.
+        segments = _segments_to_cover(len(prepared[-1].pixels), profile)
+    req = Request(prompt, has_image=has_image, n_videos=n_videos, segments=segments)
+    if task == "auto":
+        plan = await planner.plan(prompt, has_image=has_image, n_videos=n_videos, segments=segments)
+    else:
+        plan = planner.template_for(req, task)
+        plan.source = "template"
+        events.append(("plan", {"source": "template", "steps": [s.to_dict() for s in plan.steps], "valid": True}))
+    problems = check_plan(plan, has_image=has_image, n_videos=n_videos)
+    if problems:
+        raise PlanError(problems)
+    return PlannedRun(plan, estimate(plan, profile), profile.name, events, client, segments)
+
+
+async def plan_request(
+    orch: Orchestrator,
+    request: str,
+    *,
+    image: str | Path | None = None,
+    videos: Sequence[str | Path] = (),
+    segments: int | None = None,
+    task: str = "auto",
+) -> PlannedRun:
+    """The checked plan of a request without running it (inputs are read to check them)."""
+    videos = list(videos)
+    check_task_inputs(task, request, image, videos, segments)
+    prepared: list[_PreparedInput] = []
+    if image is not None:
+        prepared.append(_prepare_image(str(image), orch.profile))
+    prepared += [_prepare_video(str(v), orch.profile) for v in videos]
+    return await _plan(orch, task, request, prepared, image is not None, len(videos), segments)
+
+
 def _segments_to_cover(n_frames: int, profile: Profile) -> int:
     per = int(profile.role("image_to_video").params.get("num_frames", 25))
     if n_frames <= per:
@@ -446,12 +508,38 @@ def _segments_to_cover(n_frames: int, profile: Profile) -> int:
     return min(12, 1 + math.ceil((n_frames - per) / max(1, per - 1)))
 
 
-def _request_text(
-    task: str, prompt: str | None, image_id: str | None, clip_ids: list[str], store: ArtifactStore
-) -> str:
+def _request_text(task: str, prompt: str | None, inputs: dict[str, str], store: ArtifactStore) -> str:
     parts = [f"Task: {task}.", f"Request: {prompt.strip()}." if prompt and prompt.strip() else ""]
-    if image_id:
-        parts.append(f"Image: {store.get(image_id).summary()}.")
-    for cid in clip_ids:
-        parts.append(f"Clip: {store.get(cid).summary()}.")
+    for ref, art_id in inputs.items():
+        parts.append(f"Input {ref}: {store.get(art_id).summary()}.")
     return " ".join(p for p in parts if p)
+
+
+def current_prompt(state: PlanState) -> str:
+    """The words the current picture was made from: the first prompt step's or image step's, else the request."""
+    for step in state.plan.steps:
+        if step.tool in ("enhance_prompt", "text_to_image"):
+            value = step.args.get("prompt", "")
+            if isinstance(value, str) and value and not value.startswith("$"):
+                return value
+    return state.prompt
+
+
+def _reusable(state: PlanState, store: ArtifactStore) -> set[str]:
+    """Ids of the plan's steps that are done or expected to come from the step cache (not part of the estimate)."""
+    return {s.id for s in state.plan.steps if state.run_of(s.id).status in ("done", "reused")}
+
+
+def _thumbnail(store: ArtifactStore, size: int = 256) -> Any:
+    """The newest image, or the newest clip's last frame, as a small AutoGen image (``None`` if there is none)."""
+    from autogen_core import Image as AGImage
+    from PIL import Image
+
+    arts = store.artifacts()
+    if not arts:
+        return None
+    art = arts[-1]
+    pixels = store.image(art.id) if art.kind == "image" else store.frames(art.id)[-1]
+    picture = Image.fromarray(pixels)
+    picture.thumbnail((size, size))
+    return AGImage.from_pil(picture)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import os
 import sys
@@ -77,6 +78,25 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--max-turns", type=int, default=DEFAULT_MAX_TURNS, help="group chat turn limit (default %(default)s)"
     )
+    plan = sub.add_parser(
+        "plan",
+        help="print the checked plan of a request and its estimated seconds, without rendering",
+        description="Plan REQUEST (as `run auto` would, or a task's template with --task) and print the plan and its "
+        "estimated seconds on the profile, from measured per-step costs. Nothing is rendered or written.",
+    )
+    plan.add_argument("request", metavar="REQUEST", help="what to make, in your own words")
+    plan.add_argument("--task", choices=TASKS, default="auto", metavar="TASK", help="auto (default) or a template")
+    plan.add_argument("--image", help="input image the request is about")
+    plan.add_argument("--video", action="append", default=[], help="input video(s) the request is about")
+    plan.add_argument("--segments", type=int, help="image-to-video segments (default: from the request's words)")
+    plan.add_argument("--profile", default="tiny", help="model profile whose costs the estimate uses (default tiny)")
+    plan.add_argument("--fast", action="store_true", help=fast_help)
+    plan.add_argument("--llm", default=current().llm or "none", help="as for run (default: none, the templates)")
+    plan.add_argument(
+        "--json",
+        action="store_true",
+        help='print one JSON object: {"steps": [{"id", "agent", "tool", "args"}], "estimate_s", "source"}',
+    )
     chat = sub.add_parser(
         "chat",
         help="talk with the team: a request, then revisions ('darker', 'extend it by two seconds')",
@@ -89,7 +109,13 @@ def build_parser() -> argparse.ArgumentParser:
     chat.add_argument("--fast", action="store_true", help=fast_help)
     chat.add_argument("--out", help="run folder to create (new or empty)")
     chat.add_argument("--resume", metavar="RUN_DIR", help="continue an earlier chat's run folder")
-    chat.add_argument("--task", choices=TASKS, metavar="TASK", help="the first request's task (default: inferred)")
+    chat.add_argument(
+        "--task",
+        choices=TASKS,
+        default="auto",
+        metavar="TASK",
+        help="the first request's task (default: auto, planned)",
+    )
     chat.add_argument("--image", help="input image for the first request")
     chat.add_argument("--video", action="append", default=[], help="input video(s) for the first request")
     chat.add_argument("--seed", type=int, default=0, help="base random seed (default 0)")
@@ -166,10 +192,15 @@ class _CliProgress:
                     if e.get("fallback_used")
                     else ("LLM" if e.get("raw_choice") is not None else "plan")
                 )
+                cands = f"; candidates {', '.join(e['candidates'])}" if e.get("candidates") else ""
+                why = f": {e['reason']}" if e.get("reason") and e.get("decision") != "next_speaker" else ""
                 self.console.print(
-                    f"[{e['step']}] planner -> {e['chosen']} ({how}; candidates {', '.join(e['candidates'])})",
+                    f"[{e['step']}] planner {e.get('decision', '')} -> {e.get('chosen')} ({how}{cands}){why}",
                     style="cyan",
                 )
+            elif e["type"] == "plan" and e.get("attempt"):
+                state = "valid" if e.get("valid") else "cannot run: " + "; ".join(e.get("problems") or [])
+                self.console.print(f"[{e['step']}] planner: plan attempt {e['attempt']}: {state}", style="cyan")
             elif e["type"] == "tool_call" and e.get("error"):
                 self.console.print(f"[{e['step']}] {e['agent']}: {e['tool']} failed: {e['error']}", style="red")
             elif e["type"] == "tool_call":
@@ -198,17 +229,6 @@ def _configure_logging(verbosity: int) -> None:
         transformers.utils.logging.set_verbosity_error()
     except ImportError:  # pragma: no cover - both are requirements
         pass
-
-
-def _infer_task(text: str, image: str | None, videos: list[str]) -> str:
-    t = text.lower()
-    if image:
-        return "digital-world" if "digital world" in t or "minecraft" in t else "image-to-video"
-    if len(videos) >= 2:
-        return "connect"
-    if len(videos) == 1:
-        return "extend" if any(w in t for w in ("extend", "continue", "longer")) else "edit"
-    return "digital-world" if "digital world" in t or "minecraft" in t else "text-to-video"
 
 
 async def _chat(args: argparse.Namespace, orch: Orchestrator, console: Any) -> int:
@@ -256,8 +276,7 @@ async def _chat_loop(
             continue
         try:
             if session.result is None and session.state is None:
-                task = args.task or _infer_task(line, image, videos)
-                console.print(f"task: {task}", style="dim")
+                task = args.task
                 result = await session.start(
                     task, prompt=line, image=image, videos=videos, seed=args.seed, segments=args.segments, out=args.out
                 )
@@ -272,6 +291,21 @@ async def _chat_loop(
         console.print(f"video: {result.final_video}", style="green")
 
 
+def _print_plan(args: argparse.Namespace, orch: Orchestrator) -> int:
+    planned = orch.plan(args.request, image=args.image, videos=args.video, segments=args.segments, task=args.task)
+    if args.json:
+        print(json.dumps(planned.to_json(), ensure_ascii=False))
+        return 0
+    print(planned.plan.describe())
+    est = planned.estimate_s
+    print(
+        f"estimate: ~{est:.1f} s on {planned.profile}" if est is not None else f"estimate: unknown on {planned.profile}"
+    )
+    for note in planned.plan.notes:
+        print(f"note: {note}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -282,11 +316,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         progress = _CliProgress()
         orch = Orchestrator(
-            profile=args.profile, llm=args.llm, on_event=progress, max_turns=args.max_turns, fast=args.fast
+            profile=args.profile,
+            llm=args.llm,
+            on_event=progress,
+            max_turns=getattr(args, "max_turns", DEFAULT_MAX_TURNS),
+            fast=args.fast,
         )
         if args.command == "chat":
             with progress:
                 return asyncio.run(_chat(args, orch, progress.console))
+        if args.command == "plan":
+            return _print_plan(args, orch)
         with progress:
             result = orch.run(
                 args.task,

@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from openmora.chat import ChatSession, RunResult
+from openmora.chat import ChatSession, PlannedRun, RunResult
 from openmora.events import Event, EventSink, StreamEvent
 from openmora.group_chat.session import DEFAULT_MAX_TURNS
 from openmora.llm.clients import TimedClient, check_llm_spec, make_llm_client
@@ -24,7 +24,7 @@ from openmora.runtime import Runtime
 
 logger = logging.getLogger("openmora")
 
-__all__ = ["ChatSession", "Orchestrator", "RunResult"]
+__all__ = ["ChatSession", "Orchestrator", "PlannedRun", "RunResult"]
 
 
 class Orchestrator:
@@ -153,6 +153,25 @@ class Orchestrator:
         finally:
             if not job.done():
                 job.cancel()
+
+    async def aplan(
+        self,
+        request: str,
+        *,
+        image: str | Path | None = None,
+        videos: Sequence[str | Path] = (),
+        segments: int | None = None,
+        task: str = "auto",
+    ) -> PlannedRun:
+        """The checked plan of a request and its estimated seconds on this profile, without rendering anything (no
+        run folder is made). ``task``: ``auto`` (the planner plans) or a template's name."""
+        from openmora.chat import plan_request
+
+        return await plan_request(self, request, image=image, videos=videos, segments=segments, task=task)
+
+    def plan(self, request: str, **kwargs: Any) -> PlannedRun:
+        """Blocking :meth:`aplan` (``openmora plan``)."""
+        return asyncio.run(self.aplan(request, **kwargs))
 
     def chat_session(self) -> ChatSession:
         """A conversation: ``await s.start(task, ...)``, then ``await s.revise("make it darker")`` as often as wanted."""

@@ -47,7 +47,9 @@ __all__ = [
 ]
 
 # The kinds of transcript lines (``transcript.jsonl``'s ``type``).
-TranscriptKind = Literal["run_start", "run_resume", "run_end", "input", "message", "tool_call", "note", "planner"]
+TranscriptKind = Literal[
+    "run_start", "run_resume", "run_end", "input", "message", "tool_call", "note", "planner", "plan"
+]
 # A run's status, in the manifest's ``run.status`` and a ``run_end`` line's ``status``.
 RunStatus = Literal["running", "done", "failed", "interrupted"]
 

@@ -42,9 +42,9 @@ def test_story_overlapped_equals_serial_and_joins_shots_in_order(tmp_path: Path)
     assert np.array_equal(par, ser)
     calls = [e for e in events if e["type"] == "tool_call"]  # a tool's notes follow its call, under its name
     shot_clips = {e["shot"]: e["outputs"][0] for e in calls if e["tool"] == "image_to_video"}
-    assert sorted(shot_clips) == [0, 1, 2]
-    clips = [store.frames(shot_clips[k]) for k in range(3)]
-    # The story starts with shot 0's frames, ends with shot 2's, and holds shot 1's in between.
+    assert sorted(shot_clips) == [1, 2, 3]
+    clips = [store.frames(shot_clips[k]) for k in (1, 2, 3)]
+    # The story starts with shot 1's frames, ends with shot 3's, and holds shot 2's in between.
     assert np.array_equal(par[: len(clips[0])], clips[0])
     assert np.array_equal(par[-len(clips[2]) :], clips[2])
     transitions = [e for e in calls if e["tool"] == "connect_clips"]

@@ -92,12 +92,12 @@ def test_edit_regenerates_from_edited_first_frame(tmp_path: Path, media: dict) -
     )
     frames, manifest, events = check_run(r.run_dir)
     # The 4 input frames (12 at 24 fps resampled to 7 fps) fit in one 8-frame segment: no extension needed.
-    assert tools_used(events) == ["first_frame", "edit_image", "image_to_video"]
+    assert tools_used(events) == ["take_frame", "edit_image", "image_to_video"]
     input_frames = ArtifactStore(r.run_dir).frames("clip-0001")
     assert len(frames) >= len(input_frames)  # at least the original's length of motion
     by_id = {a["id"]: a for a in manifest["artifacts"]}
     edited = [a for a in manifest["artifacts"] if a["tool"] == "edit_image"][0]
-    assert by_id[edited["parents"][0]]["tool"] == "first_frame"
+    assert by_id[edited["parents"][0]]["tool"] == "take_frame"
 
 
 @pytest.mark.integration

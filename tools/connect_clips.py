@@ -12,7 +12,12 @@ from openmora.video_io import concatenate
 
 
 def connect_clips(
-    ctx: ToolContext, first_clip_id: str, second_clip_id: str, prompt: str = "", seed: int | None = None
+    ctx: ToolContext,
+    first_clip_id: str,
+    second_clip_id: str,
+    prompt: str = "",
+    transition_only: bool = False,
+    seed: int | None = None,
 ) -> ToolResult:
     """Connect two videos: generate a transition that starts at the first clip's last frame and ends at the
     second clip's first frame, then join first clip + transition + second clip into one video.
@@ -21,10 +26,12 @@ def connect_clips(
         first_clip_id: artifact id of the clip that plays first (e.g. clip-0001).
         second_clip_id: artifact id of the clip that plays second (e.g. clip-0002).
         prompt: a description of the transition (optional).
+        transition_only: return only the frames between the two clips (for join_clips), not the joined video.
         seed: random seed for reproducible results (optional).
 
     Returns:
-        Two artifact ids: the transition clip and the joined clip (the main result, last), and a description.
+        Two artifact ids: the transition clip and the joined clip (the main result, last), and a description;
+        with transition_only, one: the in-between frames.
     """
     a = ctx.store.get(first_clip_id, "video")
     b = ctx.store.get(second_clip_id, "video")
@@ -53,6 +60,19 @@ def connect_clips(
     )
     transition = to_uint8_frames(out.frames)[0]
     seconds = time.perf_counter() - start
+    if transition_only:
+        # The transition's end frames re-draw A's last and B's first frame: only the frames in between are new.
+        art = ctx.store.add_video(
+            transition[1:-1],
+            ctx.profile.fps,
+            tool="connect_clips",
+            parents=[a.id, b.id],
+            params={"prompt": prompt, "transition_only": True, **params},
+            seed=seed,
+            seconds=seconds,
+            description=f"frames from the end of {a.id} to the start of {b.id}",
+        )
+        return ToolResult(outputs=[art.id], text=art.summary())
     trans = ctx.store.add_video(
         transition,
         ctx.profile.fps,
@@ -76,3 +96,33 @@ def connect_clips(
         description=f"{a.id} + transition {trans.id} + {b.id}",
     )
     return ToolResult(outputs=[trans.id, art.id], text=f"{art.summary()}; transition alone: {trans.id}")
+
+
+def join_clips(ctx: ToolContext, clip_ids: list[str]) -> ToolResult:
+    """Join clips end to end into one video, in the order given (no model runs; for shots and their transitions).
+
+    Args:
+        clip_ids: artifact ids of the clips, in playing order (at least two, e.g. clip-0001, clip-0003, clip-0002).
+
+    Returns:
+        The joined clip's artifact id and a one-line description.
+    """
+    if not isinstance(clip_ids, list) or len(clip_ids) < 2:
+        raise ToolArgumentError(f"join_clips needs a list of at least two clip ids, got {clip_ids!r}")
+    arts = [ctx.store.get(c, "video") for c in clip_ids]
+    frames = [ctx.store.frames(a.id) for a in arts]
+    shape = frames[0].shape[1:]
+    for a, f in zip(arts, frames, strict=True):
+        if f.shape[1:] != shape:
+            raise ToolArgumentError(f"{a.id} is {f.shape[2]}x{f.shape[1]}, not {shape[1]}x{shape[0]} like {arts[0].id}")
+    start = time.perf_counter()
+    art = ctx.store.add_video(
+        concatenate(frames),
+        ctx.profile.fps,
+        tool="join_clips",
+        parents=[a.id for a in arts],
+        params={},
+        seconds=time.perf_counter() - start,
+        description=" + ".join(a.id for a in arts),
+    )
+    return ToolResult(outputs=[art.id], text=art.summary())

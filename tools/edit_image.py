@@ -53,3 +53,30 @@ def edit_image(ctx: ToolContext, image_id: str, instruction: str, seed: int | No
         description=f"{source.id} edited: {instruction[:80]}",
     )
     return ToolResult(outputs=[art.id], text=art.summary())
+
+
+def take_frame(ctx: ToolContext, clip_id: str, last: bool = False) -> ToolResult:
+    """Take a clip's first frame (or its last) as an image, to edit it and re-animate it (video editing).
+
+    Args:
+        clip_id: the artifact id of the clip (e.g. clip-0001).
+        last: take the last frame instead of the first.
+
+    Returns:
+        The frame's image artifact id and a one-line description.
+    """
+    if not isinstance(last, bool):
+        from openmora.errors import ToolArgumentError
+
+        raise ToolArgumentError(f"last must be true or false, got {last!r}")
+    source = ctx.store.get(clip_id, "video")
+    which = "last" if last else "first"
+    frame = ctx.store.frames(source.id)[-1 if last else 0]
+    art = ctx.store.add_image(
+        frame,
+        tool="take_frame",
+        parents=[source.id],
+        params={"last": last},
+        description=f"{which} frame of {source.id}",
+    )
+    return ToolResult(outputs=[art.id], text=art.summary())

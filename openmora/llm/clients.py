@@ -129,7 +129,12 @@ def make_llm_client(spec: str) -> Any:
                 family=ModelFamily.UNKNOWN,
                 structured_output=False,
             )
-        return OpenAIChatCompletionClient(**kwargs)
+        # Greedy decoding, as the embedded client: the same request gets the same plan. A server that refuses
+        # OpenAI's structured-output shape (llama-cpp-python's) is asked again in its own.
+        from openmora.llm.structured import with_structured_fallback
+
+        kwargs.update(temperature=0.0, seed=0)
+        return with_structured_fallback(OpenAIChatCompletionClient(**kwargs))
     return replay_client(_load_replay(Path(spec.removeprefix("replay:")).expanduser()))
 
 

@@ -296,7 +296,18 @@ def _write_stamp(target: Path, stamp: Path, spec: LocalModelSpec) -> None:
 # One generation at a time in this process: llama.cpp already uses every core, so two at once only thrash.
 _COMPUTE_LOCK = threading.Lock()
 
-_EXTRA_ARGS = {"choices", "max_tokens", "temperature", "seed", "stop", "top_p", "top_k", "min_p", "repeat_penalty"}
+_EXTRA_ARGS = {
+    "choices",
+    "response_format",
+    "max_tokens",
+    "temperature",
+    "seed",
+    "stop",
+    "top_p",
+    "top_k",
+    "min_p",
+    "repeat_penalty",
+}
 
 
 @dataclass
@@ -662,8 +673,16 @@ class LocalLlamaClient(ChatCompletionClient, Component[LocalLlamaClientConfig]):
             "temperature": self._temperature,
             "seed": self._seed,
         }
-        sampling.update({k: v for k, v in extra_create_args.items() if k != "choices"})
+        sampling.update({k: v for k, v in extra_create_args.items() if k not in ("choices", "response_format")})
         chat = _to_chat_messages(messages)
+        schema = _response_schema(extra_create_args.get("response_format"))
+        if schema is not None:
+            # OpenAI's structured output (``response_format``): the reply is forced to the schema by a grammar.
+            if tools or extra_create_args.get("choices") is not None or json_output not in (None, False):
+                raise ValueError(
+                    "extra_create_args['response_format'] cannot be combined with tools, choices or json_output"
+                )
+            return _Request(chat, "json", _schema_to_gbnf(schema), sampling)
 
         selected = _select_tools(tools, tool_choice)
         choices = extra_create_args.get("choices")
@@ -970,6 +989,24 @@ def _parse_tool_call(text: str, tool_names: tuple[str, ...]) -> FunctionCall | N
         return None
     arguments = json.dumps(payload.get("arguments", {}), ensure_ascii=False)
     return FunctionCall(id=f"call_{uuid.uuid4().hex[:24]}", name=payload["name"], arguments=arguments)
+
+
+def _response_schema(response_format: Any) -> Mapping[str, Any] | None:
+    """The JSON schema inside an OpenAI-style ``response_format`` (``{"type": "json_schema", "json_schema":
+    {"schema": ...}}``, or llama.cpp's ``{"type": "json_object", "schema": ...}``); None for none."""
+    if response_format is None:
+        return None
+    if not isinstance(response_format, Mapping):
+        raise ValueError(f"response_format must be a mapping, got {type(response_format).__name__}")
+    schema = response_format.get("schema")
+    inner = response_format.get("json_schema")
+    if schema is None and isinstance(inner, Mapping):
+        schema = inner.get("schema")
+    if not isinstance(schema, Mapping):
+        raise ValueError(
+            'response_format needs a JSON schema ({"type": "json_schema", "json_schema": {"schema": ...}})'
+        )
+    return schema
 
 
 def _schema_to_gbnf(schema: Mapping[str, Any]) -> str:

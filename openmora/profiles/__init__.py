@@ -28,6 +28,18 @@ DTYPES = ("auto", "float32", "float16", "bfloat16")
 OFFLOAD = ("none", "auto", "model", "group", "sequential")
 STORAGE_DTYPES = ("float8_e4m3fn", "float8_e5m2")
 FAST_KEYS = ("params", "cache", "storage_dtype", "notes")
+# The plan's tools (group_chat/plan.py TOOLS, kept equal by tests/test_estimates.py; not imported here: the plan
+# module imports the tools and torch), the keys of a profile's ``step_seconds``.
+STEP_TOOLS = (
+    "enhance_prompt",
+    "text_to_image",
+    "take_frame",
+    "edit_image",
+    "image_to_video",
+    "extend_video",
+    "connect_clips",
+    "join_clips",
+)
 
 
 @dataclass
@@ -81,6 +93,12 @@ class Profile:
     # GPU memory the resident pipelines may use, per device; None: the card's memory less a safety margin.
     vram_budget_gb: float | None = None
     fast: bool = False  # True once fast_variant() applied the roles' fast overrides
+    # Measured seconds per plan step, shipped with the profile for ``openmora plan``'s estimate (openmora/estimates.py;
+    # figures measured on this machine take precedence). Per call, except image_to_video and extend_video: per
+    # segment. A tool left out has no measured figure.
+    step_seconds: dict[str, float] = field(default_factory=dict)
+    # Measured first-load seconds of a role's pipeline(s), counted once per role a plan uses.
+    load_seconds: dict[str, float] = field(default_factory=dict)
 
     def role(self, name: str) -> RoleConfig:
         if name not in self.roles:
@@ -189,7 +207,25 @@ def profile_from_dict(data: dict[str, Any], source: str = "") -> Profile:
         raise InputError(f"profile {name!r}: vram_budget_gb must be a number of GB > 0, got {budget!r}")
     if profile.dtype not in DTYPES:
         raise InputError(f"profile {name!r}: dtype {profile.dtype!r} is not one of {', '.join(DTYPES)}")
+    profile.step_seconds = _seconds_map(name, "step_seconds", profile.step_seconds, STEP_TOOLS, "tool")
+    profile.load_seconds = _seconds_map(name, "load_seconds", profile.load_seconds, ROLES, "role")
     return fast_variant(profile) if fast else profile
+
+
+def _seconds_map(profile: str, key: str, data: Any, names: tuple[str, ...], what: str) -> dict[str, float]:
+    """Check a ``{name: seconds}`` mapping of a profile: known names, numbers >= 0; returns it with float values."""
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise InputError(f"profile {profile!r}: {key} must map {what} names to seconds, got {data!r}")
+    out: dict[str, float] = {}
+    for name, value in data.items():
+        if name not in names:
+            raise InputError(f"profile {profile!r}: {key} has unknown {what} {name!r}; accepted: {', '.join(names)}")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < float("inf"):
+            raise InputError(f"profile {profile!r}: {key}.{name} must be a number of seconds >= 0, got {value!r}")
+        out[name] = float(value)
+    return out
 
 
 def fast_variant(profile: Profile) -> Profile:
@@ -213,6 +249,9 @@ def fast_variant(profile: Profile) -> Profile:
 
     for cfg in out.roles.values():
         apply(cfg)
+    # The shipped timings were measured at the profile's own settings, not the fast ones: no figure is better than a
+    # wrong one (figures measured for "<name>+fast" on this machine still apply).
+    out.step_seconds, out.load_seconds = {}, {}
     out.fast = True
     out.name = profile.name if profile.name.endswith("+fast") else f"{profile.name}+fast"
     return out
