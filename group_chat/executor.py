@@ -11,6 +11,7 @@ Example:
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -26,6 +27,7 @@ from openmora.group_chat.transcript import Transcript, record_tool_call
 from openmora.tools.context import ToolContext, ToolResult
 from openmora.tools.enhance_prompt import enhance_prompt
 
+logger = logging.getLogger(__name__)
 STATE_FILE = "plan_state.json"
 PLAN_RUNNER = "plan_runner"
 # A role's pipeline runs one call at a time; steps of these groups may overlap (they use different pipelines).
@@ -109,6 +111,18 @@ class PlanExecutor:
         )
         return StepOutcome(step, list(hit["outputs"]), f"{step.id} {step.tool}: {reused.text}", reused=True)
 
+    def _record_cost(self, step: PlanStep, seconds: float) -> None:
+        """This machine's measured seconds of a step (pipeline loading left out), for ``openmora plan``'s estimate.
+        A figure that cannot be written is logged, never a failure of the run."""
+        try:
+            from openmora.estimates import StepCosts
+
+            segments = int(step.args.get("segments", 1)) if step.tool == "extend_video" else 1
+            with self._lock:
+                StepCosts().record(self.ctx.profile.name, step.tool, max(0.0, seconds), segments=segments)
+        except Exception as err:  # noqa: BLE001 - an estimate is a nicety; the run goes on
+            logger.warning("could not record the cost of %s: %s", step.tool, first_line(err))
+
     def reuse_ready(self) -> list[StepOutcome]:
         """Complete every ready step the cache holds, and the ones that become ready through them."""
         done: list[StepOutcome] = []
@@ -142,6 +156,7 @@ class PlanExecutor:
         if outcome is not None:
             return outcome
         key = self.step_key(step, resolved)
+        loads_before = self.ctx.loader.load_seconds
         start = time.perf_counter()
         args = dict(resolved)
         try:
@@ -161,6 +176,7 @@ class PlanExecutor:
                     self.save_state()
             raise
         seconds = time.perf_counter() - start
+        self._record_cost(step, seconds - (self.ctx.loader.load_seconds - loads_before))
         # Plan state first (saved once the outputs are on disk): an interruption after that never re-runs the step.
         with self._lock:
             self.state.record_done(step, outputs, text, by=by, key=key)
