@@ -29,7 +29,6 @@ from openmora.tools.enhance_prompt import enhance_prompt
 
 logger = logging.getLogger(__name__)
 STATE_FILE = "plan_state.json"
-PLAN_RUNNER = "plan_runner"
 # A role's pipeline runs one call at a time; steps of these groups may overlap (they use different pipelines).
 _LANES = {
     "enhance_prompt": "prompt",

@@ -34,7 +34,7 @@ class StepRun:
     status: StepStatus = "pending"
     outputs: list[str] = field(default_factory=list)
     text: str = ""  # an enhance_prompt step's prompt
-    by: str = ""  # who ran it: its agent, or plan_runner
+    by: str = ""  # the agent that ran it
     attempts: int = 0
     key: str = ""
     error: str = ""
