@@ -22,14 +22,15 @@ from openmora.tools.enhance_prompt import DIGITAL_WORLD_STYLE, MAX_PROMPT_CHARS
 NAME = "prompt_agent"
 DESCRIPTION = "Writes the detailed visual prompt for the images and video from the user's request (no tools)."
 TOOLS = ("enhance_prompt",)
-# A visual prompt is at most ~60 words: cap the reply so a rambling small model cannot take minutes.
-MAX_TOKENS = 120
+# A visual prompt is at most ~50 words (~70 tokens; the image models read 77): cap the reply so a rambling small
+# model cannot take longer (on 2 CPU cores the 1.5B model writes ~17 tokens/s).
+MAX_TOKENS = 80
 
 
 def system_message(digital_world: bool = False, motion: bool = False) -> str:
     parts = [
         "You are the prompt agent of a video-making team. Rewrite the user's words as ONE detailed visual prompt "
-        "for an image and video model: subject, action, setting, lighting, colours, camera. At most 60 words. "
+        "for an image and video model: subject, action, setting, lighting, colours, camera. At most 50 words, one sentence or two. "
         "Keep every detail the user gave. Reply with the prompt only: no preamble, no quotes, no list.",
     ]
     if digital_world:

@@ -45,7 +45,8 @@ from openmora.tools.text_to_image import text_to_image
 OutputKind = Literal["text", "image", "video"]
 PlanSource = Literal["llm", "repaired", "template"]
 MAX_STEPS = 40
-MAX_SHOTS = 8
+from openmora.story import MAX_SHOTS  # noqa: E402 - one limit, stated with the stories
+
 REF = re.compile(r"^\$(image|video[12]|s\d{1,3})$")
 # Arguments the run fills in, never the planner: seeds (assigned when the plan is adopted).
 HIDDEN_ARGS = ("seed",)

@@ -8,6 +8,7 @@ import json
 import logging
 import math
 import shutil
+import threading
 import time
 import uuid
 from collections.abc import Iterator, Sequence
@@ -308,7 +309,30 @@ class ChatSession:
             executor = PlanExecutor(self.ctx, self.transcript, self.state)
             await asyncio.to_thread(executor.run_all, self.orch.story_overlap)
             return
+        self._preload()
         await self._group_chat().run(request)
+
+    def _preload(self, n_roles: int = 2) -> None:
+        """Load the pipelines of the plan's first model steps in the background while the LLM turns run (loading is
+        mostly file reading; the LLM computes). The run's own ``loader.get`` then finds them, or waits for them."""
+        from openmora.estimates import TOOL_ROLES
+
+        roles: list[str] = []
+        for step in self._state.pending():
+            role = TOOL_ROLES.get(step.tool)
+            if role and role not in roles:
+                roles.append(role)
+        loader = self._ctx.loader
+
+        def load() -> None:
+            for role in roles[:n_roles]:
+                try:
+                    loader.get(role)
+                except Exception as err:  # noqa: BLE001 - the step's own load reports it
+                    logger.debug("preloading %s failed: %s", role, first_line(err))
+                    return
+
+        threading.Thread(target=load, name="openmora-preload", daemon=True).start()
 
     async def revise(self, text: str) -> RunResult:
         """Apply a revision ("make it look like the 1920s", "extend it by two seconds"): the planner edits the plan;
