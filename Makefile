@@ -35,7 +35,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.bench_tasks
 
 bench-llm: $(STAMP)
-	$(BIN)/python -m bench.bench_llm
+	$(BIN)/python -m bench.bench_planner
 
 lint: $(STAMP)
 	$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/mypy

@@ -26,6 +26,7 @@ from autogen_agentchat.base import Response, TaskResult, TerminatedException, Te
 from autogen_agentchat.messages import BaseAgentEvent, BaseChatMessage, StopMessage, TextMessage
 from autogen_agentchat.teams import SelectorGroupChat
 from autogen_core import CancellationToken
+from autogen_core.models import AssistantMessage
 
 from openmora.agents.connection_agent import build_connection_agent
 from openmora.agents.edit_agent import build_edit_agent
@@ -48,6 +49,7 @@ logger = logging.getLogger(__name__)
 PLANNER = "planner"
 DEFAULT_MAX_TURNS = 0  # 0: enough for the plan (two turns per step and a few for the planner)
 TEAM_FILE = "team_state.json"
+SELECTOR_ATTEMPTS = 2  # AutoGen asks the planner again once when its reply names no candidate
 SELECTOR_PROMPT = """You are the planner of a video-making team. The agents:
 {roles}
 
@@ -138,6 +140,11 @@ class _SelectionClient:
         result = await self.inner.create(messages, extra_create_args=extra, **kwargs)
         raw = result.content if isinstance(result.content, str) else str(result.content)
         found = _mentioned(raw, candidates)
+        # AutoGen accepts any participant's name (not only a candidate's) and, after its last attempt, keeps the
+        # previous speaker (often one with no ready step): the reply it reads names one candidate, or no one (it asks
+        # again), or after the last attempt the first candidate (the earliest ready step).
+        last_attempt = 1 + sum(isinstance(m, AssistantMessage) for m in messages) >= SELECTOR_ATTEMPTS
+        chosen = found[0] if len(found) == 1 else (candidates[0] if last_attempt and candidates else None)
         s.transcript.record(
             "planner",
             agent=PLANNER,
@@ -147,10 +154,10 @@ class _SelectionClient:
             raw_choice=raw,
             valid=len(found) == 1,
             fallback_used=len(found) != 1,
-            chosen=found[0] if len(found) == 1 else None,
+            chosen=chosen,
             request=s.state.request,
         )
-        return result
+        return result.model_copy(update={"content": chosen or ""}) if candidates else result
 
     async def create_stream(self, messages: Sequence[Any], **kwargs: Any) -> AsyncIterator[Any]:
         yield await self.create(messages, **kwargs)
@@ -216,7 +223,7 @@ class GroupChatSession:
             termination_condition=PlanDone(self),
             candidate_func=self._candidates,
             selector_prompt=SELECTOR_PROMPT,
-            max_selector_attempts=2,
+            max_selector_attempts=SELECTOR_ATTEMPTS,
             allow_repeated_speaker=True,
             emit_team_events=False,
         )

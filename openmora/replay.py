@@ -241,8 +241,9 @@ def _arrow(event: dict[str, Any]) -> str:
 
 def render_event(event: dict[str, Any], run: Run) -> HTML:
     """One transcript event as HTML: a line saying who did what (agent, tool, inputs -> outputs, seconds), the text
-    of messages, results and notes, a planner turn's candidates / raw choice / fallback, errors in red, and the
-    event's output images and clips inline.
+    of messages, results and notes, a planner turn's candidates / raw choice / fallback, a plan (its attempt, source,
+    problems and steps), a step reused from the step cache, errors in red, and the event's output images and clips
+    inline.
 
     Example:
         >>> run = load_run(find_run())  # doctest: +SKIP
@@ -259,8 +260,27 @@ def render_event(event: dict[str, Any], run: Run) -> HTML:
         if event.get("arguments"):
             args = json.dumps(event["arguments"], ensure_ascii=False, default=str)
             parts.append(f"<div style='color:#555'>arguments: <code>{_e(_clip(args, 600))}</code></div>")
+        if event.get("reused"):
+            parts.append("<div style='color:#2e7d32'>reused from the step cache (inputs unchanged): nothing ran</div>")
         if event.get("result"):
             parts.append(f"<div style='color:#555;white-space:pre-wrap'>{_e(_clip(event['result']))}</div>")
+    elif kind == "plan":
+        attempt = f" attempt {_e(event['attempt'])}" if event.get("attempt") else ""
+        source = f" ({_e(event['source'])})" if event.get("source") else ""
+        valid = "valid" if event.get("valid") else "<span style='color:#c62828'>cannot run</span>"
+        parts.append(f"{step} {agent} plan{attempt}{source}: {valid}")
+        for problem in event.get("problems") or []:
+            parts.append(_red(f"problem: {problem}"))
+        steps = [
+            f"{s.get('id')} {s.get('agent') or '?'}: {s.get('tool')}"
+            + f"({', '.join(f'{k}={v}' for k, v in (s.get('args') or {}).items() if k != 'seed')})"
+            for s in event.get("steps") or []
+            if isinstance(s, dict)
+        ]
+        if steps:
+            parts.append(f"<div style='color:#555;white-space:pre-wrap'>{_e(_clip(chr(10).join(steps)))}</div>")
+        if event.get("reason"):
+            parts.append(f"<div style='color:#555'>{_e(_clip(event['reason'], 600))}</div>")
     elif kind == "message":
         parts.append(f"{step} {agent} says:")
         parts.append(
@@ -279,7 +299,7 @@ def render_event(event: dict[str, Any], run: Run) -> HTML:
         if event.get("retry_choice") is not None:
             parts.append(f"<div>retry: <code>{_e(repr(event['retry_choice']))}</code></div>")
         if event.get("fallback_used"):
-            parts.append("<div style='color:#ef6c00'><b>fallback used</b>: no valid choice, the plan decided</div>")
+            parts.append("<div style='color:#ef6c00'><b>fallback used</b>: the reply named no single ready agent</div>")
         if event.get("reason"):
             parts.append(f"<div style='color:#555'>{_e(_clip(event['reason'], 600))}</div>")
     elif kind == "note":

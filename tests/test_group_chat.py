@@ -1,348 +1,386 @@
-"""The agents' group chat, scripted with AutoGen's replay client: planner picks, tool calls, artifacts flowing
-between agents, termination, retries and fallbacks, revisions and resume."""
+"""The agents' group chat on the tiny profile, its LLM scripted with AutoGen's replay client (one script, consumed in
+call order by every LLM call): the planner opens each request, the agents carry out their ready plan steps, the
+planner's client picks among several ready agents and reviews a failed step; plans of ``auto``; revisions that
+re-run only what changed; resume; no pixels in what is saved."""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
 from openmora import ChatSession, Orchestrator
 from openmora.artifacts import ArtifactStore
-from openmora.cli import main
-from openmora.errors import InputError
+from openmora.errors import ToolArgumentError
 from openmora.group_chat.executor import STATE_FILE
+from openmora.group_chat.plan import TOOLS
 from openmora.group_chat.plan_state import PlanState
 
+pytestmark = pytest.mark.integration
+FRAMES = 8  # the tiny profile's frames per segment; each extension segment adds FRAMES - 1
+PROMPT = "A red fox bounds through deep powder snow at dusk, orange sky, low camera"
+CARS = {
+    "steps": [
+        {"id": "s1", "tool": "text_to_image", "args": {"prompt": "a red car on a coastal road"}},
+        {"id": "s2", "tool": "image_to_video", "args": {"image_id": "$s1"}},
+        {"id": "s3", "tool": "text_to_image", "args": {"prompt": "a blue car on a coastal road"}},
+        {"id": "s4", "tool": "image_to_video", "args": {"image_id": "$s3"}},
+        {"id": "s5", "tool": "join_clips", "args": {"clip_ids": ["$s2", "$s4"]}},
+    ]
+}
 
-def script(tmp_path: Path, items: list) -> str:
-    path = tmp_path / "replay.json"
+
+def script(tmp_path: Path, items: list[Any], name: str = "replay.json") -> str:
+    """A ``--llm replay:FILE`` spec for ``items`` (strings: the replies, in call order)."""
+    path = tmp_path / name
     path.write_text(json.dumps(items))
     return f"replay:{path}"
 
 
-def events(run_dir: Path) -> list[dict]:
+def events(run_dir: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in (run_dir / "transcript.jsonl").read_text().splitlines()]
 
 
-def calls(evts: list[dict]) -> list[tuple[str, str]]:
-    return [(e["agent"], e["tool"]) for e in evts if e["type"] == "tool_call" and not e.get("error")]
+def calls(evts: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    """(agent, tool) of every tool call that ran (not reused, no error), in order."""
+    return [
+        (e["agent"], e["tool"]) for e in evts if e["type"] == "tool_call" and not e.get("error") and not e.get("reused")
+    ]
 
 
-def planner(evts: list[dict]) -> list[dict]:
-    return [e for e in evts if e["type"] == "planner"]
+def speakers(evts: list[dict[str, Any]]) -> list[str]:
+    return [e["chosen"] for e in evts if e["type"] == "planner" and e.get("decision") == "next_speaker"]
 
 
-def assert_done(run_dir: Path) -> dict:
+def frames_of(run_dir: Path, art_id: str) -> np.ndarray:
+    return ArtifactStore(run_dir).frames(art_id)
+
+
+def assert_done(run_dir: Path) -> dict[str, Any]:
     manifest = json.loads((run_dir / "manifest.json").read_text())
-    assert manifest["run"]["status"] == "done"
-    assert (run_dir / "final.mp4").is_file()
-    evts = events(run_dir)
-    assert evts[-1]["type"] == "run_end" and evts[-1]["status"] == "done"
+    assert manifest["run"]["status"] == "done" and (run_dir / "final.mp4").is_file()
+    last = events(run_dir)[-1]
+    assert last["type"] == "run_end" and last["status"] == "done"
     return manifest
 
 
-@pytest.mark.integration
-def test_text_to_video_prompt_agent_then_tools(tmp_path: Path) -> None:
-    llm = script(
-        tmp_path,
-        [
-            "prompt_agent",
-            "A red fox bounds through deep powder snow at dusk, orange sky, low camera",
-            {"tool": "text_to_image", "arguments": {"prompt": "A red fox bounds through deep powder snow at dusk"}},
-            {"tool": "image_to_video", "arguments": {"image_id": "img-0001"}},
-            {"tool": "extend_video", "arguments": {"clip_id": "clip-0001", "segments": 1}},
-        ],
+def _replace_tool(monkeypatch: pytest.MonkeyPatch, name: str, fn: Any) -> Any:
+    """Swap the function behind plan tool ``name``; returns the real one."""
+    spec = TOOLS[name]
+    monkeypatch.setitem(TOOLS, name, dataclasses.replace(spec, fn=fn))
+    return spec.fn
+
+
+# ----- (1) one request through the chat ------------------------------------------------------------------------------
+def test_text_to_video_through_the_chat_uses_the_scripted_prompt(tmp_path: Path) -> None:
+    r = Orchestrator(profile="tiny", llm=script(tmp_path, [PROMPT])).run(
+        "text-to-video", prompt="a fox in snow", segments=2, out=tmp_path / "r"
     )
-    r = Orchestrator(llm=llm).run("text-to-video", prompt="a fox in snow", segments=2, out=tmp_path / "r")
     manifest = assert_done(r.run_dir)
     evts = events(r.run_dir)
     assert calls(evts) == [
+        ("prompt_agent", "enhance_prompt"),
         ("image_agent", "text_to_image"),
         ("video_agent", "image_to_video"),
         ("video_agent", "extend_video"),
     ]
-    first = planner(evts)[0]
-    assert first["candidates"] == ["prompt_agent", "image_agent"]
-    assert first["raw_choice"] == "prompt_agent" and first["valid"] and not first["fallback_used"]
-    assert any(e["type"] == "message" and e["agent"] == "prompt_agent" and "fox bounds" in e["text"] for e in evts)
-    # Artifacts flow: the clip is animated from the image, the extension from the clip.
+    # The planner speaks first (the plan), then each agent whose step is ready, one candidate at a time: no model.
+    assert speakers(evts) == ["planner", "prompt_agent", "image_agent", "video_agent", "video_agent"]
+    assert all(e["raw_choice"] is None for e in evts if e["type"] == "planner")
+    t2i = next(e for e in evts if e.get("tool") == "text_to_image")
+    assert t2i["arguments"]["prompt"] == PROMPT  # what the prompt agent's LLM wrote is what the image was made from
+    # The planner's template plan, no planner LLM call: an explicit task.
+    plans = [e for e in evts if e["type"] == "plan"]
+    assert [p["source"] for p in plans] == ["template"]
     parents = {a["id"]: a["parents"] for a in manifest["artifacts"]}
     assert parents["clip-0001"] == ["img-0001"] and parents["clip-0002"] == ["clip-0001"]
-    assert r.final_id == "clip-0002"
+    assert r.final_id == "clip-0002" and len(frames_of(r.run_dir, r.final_id)) == FRAMES + (FRAMES - 1)
     state = PlanState.load(r.run_dir / STATE_FILE)
-    assert state.complete and state.current_prompt.startswith("A red fox bounds")
-    # No pixels in the saved conversation: ids and text only.
-    team_state = (r.run_dir / "team_state.json").read_text()
-    assert "img-0001" in team_state and "base64" not in team_state and len(team_state) < 200_000
+    assert state.complete and state.runs["s1"].text == PROMPT
 
 
+# ----- (2) every template ------------------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     "task,kwargs,replies,expected",
     [
         (
-            "image-to-video",
-            {"image": "image", "prompt": "the waves roll in"},
-            [
-                "video_agent",
-                {"tool": "image_to_video", "arguments": {"image_id": "img-0001", "prompt": "waves roll in"}},
-            ],
-            [("video_agent", "image_to_video")],
+            "text-to-video",
+            {"prompt": "a kite"},
+            ["a red kite over green hills"],
+            ["enhance_prompt", "text_to_image", "image_to_video"],
         ),
         (
-            "extend",
-            {"videos": ["video_a"]},
-            [{"tool": "extend_video", "arguments": {"clip_id": "clip-0001", "segments": 1}}],
-            [("video_agent", "extend_video")],
+            "image-to-video",
+            {"image": "image", "prompt": "the waves roll in"},
+            ["slow waves roll onto the beach"],
+            ["enhance_prompt", "image_to_video"],
         ),
+        ("extend", {"videos": ["video_a"]}, [], ["extend_video"]),
         (
             "edit",
             {"videos": ["video_a"], "prompt": "make it 1920s"},
-            [
-                {"tool": "edit_image", "arguments": {"image_id": "img-0001", "instruction": "make it 1920s"}},
-                {"tool": "image_to_video", "arguments": {"image_id": "img-0002"}},
-            ],
-            [("edit_agent", "first_frame"), ("edit_agent", "edit_image"), ("video_agent", "image_to_video")],
+            [],
+            ["take_frame", "edit_image", "image_to_video"],
         ),
-        (
-            "connect",
-            {"videos": ["video_a", "video_b"]},
-            [{"tool": "connect_clips", "arguments": {"first_clip_id": "clip-0001", "second_clip_id": "clip-0002"}}],
-            [("connection_agent", "connect_clips")],
-        ),
+        ("connect", {"videos": ["video_a", "video_b"]}, [], ["connect_clips"]),
         (
             "digital-world",
             {"prompt": "a village by a river"},
-            [
-                "prompt_agent",
-                "a riverside village with water wheels",
-                {"tool": "text_to_image", "arguments": {"prompt": "a riverside village, in digital world style"}},
-                {"tool": "image_to_video", "arguments": {"image_id": "img-0001"}},
-            ],
-            [("image_agent", "text_to_image"), ("video_agent", "image_to_video")],
+            ["a riverside village with water wheels"],
+            ["enhance_prompt", "text_to_image", "image_to_video"],
+        ),
+        (
+            "story",
+            {"prompt": "a fox wakes in its den; the fox runs across a frozen lake"},
+            # shot 1's prompt; then the prompt agent and the image agent are both ready: the planner's pick; shot 2's
+            # prompt; then the image and the video agent are ready: the planner's pick.
+            ["a fox wakes in a snowy den", "prompt_agent", "a fox runs across a frozen lake", "image_agent"],
+            ["enhance_prompt", "enhance_prompt", "text_to_image", "text_to_image", "image_to_video"]
+            + ["image_to_video", "connect_clips", "join_clips"],
         ),
     ],
 )
-@pytest.mark.integration
-def test_every_task_through_the_group_chat(tmp_path: Path, media: dict, task, kwargs, replies, expected) -> None:
+def test_every_template_through_the_chat(
+    tmp_path: Path, media: dict[str, Path], task: str, kwargs: dict[str, Any], replies: list[str], expected: list[str]
+) -> None:
     kwargs = {
         k: ([media[x] for x in v] if k == "videos" else media[v] if k == "image" else v) for k, v in kwargs.items()
     }
-    r = Orchestrator(llm=script(tmp_path, replies)).run(task, segments=1, out=tmp_path / "r", **kwargs)
+    r = Orchestrator(profile="tiny", llm=script(tmp_path, replies)).run(task, segments=1, out=tmp_path / "r", **kwargs)
     assert_done(r.run_dir)
-    assert calls(events(r.run_dir)) == expected
+    evts = events(r.run_dir)
+    assert sorted(t for _, t in calls(evts)) == sorted(expected)
+    state = PlanState.load(r.run_dir / STATE_FILE)
+    assert state.complete and state.final_id == r.final_id
+    prompts = [state.runs[s.id].text for s in state.plan.steps if s.tool == "enhance_prompt"]
     if task == "digital-world":
-        assert "digital world style" in PlanState.load(r.run_dir / STATE_FILE).current_prompt
+        assert prompts[0].startswith("a riverside village") and "digital world" in prompts[0].lower()
+    elif replies and task != "story":
+        assert prompts == replies
+    if task == "story":
+        assert sorted(prompts) == sorted([replies[0], replies[2]])
+        assert [e["raw_choice"] for e in evts if e["type"] == "planner" and e.get("raw_choice")] == [
+            "prompt_agent",
+            "image_agent",
+        ]
     if task == "connect":
-        store = ArtifactStore(r.run_dir)
-        frames, a, b = store.frames(r.final_id), store.frames("clip-0001"), store.frames("clip-0002")
+        frames, a, b = (frames_of(r.run_dir, i) for i in (r.final_id, "clip-0001", "clip-0002"))
         assert np.array_equal(frames[: len(a)], a) and np.array_equal(frames[-len(b) :], b)
+    else:
+        assert len(frames_of(r.run_dir, r.final_id)) >= FRAMES
 
 
-@pytest.mark.integration
-def test_invalid_planner_choice_is_retried_then_the_plan_decides(tmp_path: Path) -> None:
-    llm = script(
-        tmp_path,
-        [
-            "the director should go",  # names no candidate
-            "prompt_agent and image_agent",  # names two
-            "a fox in the snow at dusk",  # prompt_agent, chosen by the plan's fallback
-            {"tool": "text_to_image", "arguments": {"prompt": "a fox in the snow at dusk"}},
-            {"tool": "image_to_video", "arguments": {"image_id": "img-0001"}},
-        ],
+# ----- (3) auto: the planner's plan ------------------------------------------------------------------------------------
+def _auto(tmp_path: Path, replies: list[Any], prompt: str = "a red car, then a blue car, joined") -> Any:
+    return Orchestrator(profile="tiny", llm=script(tmp_path, replies)).run(
+        "auto", prompt=prompt, segments=1, out=tmp_path / "r"
     )
-    r = Orchestrator(llm=llm).run("text-to-video", prompt="a fox", segments=1, out=tmp_path / "r")
+
+
+def test_auto_runs_the_planners_steps(tmp_path: Path) -> None:
+    # After s1 the video agent (s2) and the image agent (s3) are ready: the planner's client picks.
+    r = _auto(tmp_path, [json.dumps(CARS), "image_agent"])
     assert_done(r.run_dir)
-    first = planner(events(r.run_dir))[0]
-    assert first["raw_choice"] == "the director should go"
-    assert first["retry_choice"] == "prompt_agent and image_agent"
-    assert first["fallback_used"] and not first["valid"] and first["chosen"] == "prompt_agent"
+    evts = events(r.run_dir)
+    plans = [e for e in evts if e["type"] == "plan"]
+    assert [(p["attempt"], p["valid"]) for p in plans] == [(1, True)]
+    assert PlanState.load(r.run_dir / STATE_FILE).plan.source == "llm"
+    assert calls(evts) == [
+        ("image_agent", "text_to_image"),
+        ("image_agent", "text_to_image"),
+        ("video_agent", "image_to_video"),
+        ("video_agent", "image_to_video"),
+        ("connection_agent", "join_clips"),
+    ]
+    prompts = [e["arguments"]["prompt"] for e in evts if e.get("tool") == "text_to_image"]
+    assert prompts == ["a red car on a coastal road", "a blue car on a coastal road"]
+    first_tool = next(i for i, e in enumerate(evts) if e["type"] == "tool_call")
+    assert first_tool > evts.index(plans[-1])
+    assert len(frames_of(r.run_dir, r.final_id)) == 2 * FRAMES
 
 
-@pytest.mark.integration
-def test_malformed_tool_arguments_retry_then_plan_runner(tmp_path: Path, media: dict) -> None:
-    llm = script(
-        tmp_path,
-        [
-            {"tool": "edit_image", "arguments": {"image_id": "../../etc/passwd", "instruction": "make it 1920s"}},
-            {"tool": "edit_image", "arguments": {"picture": "img-0001"}},  # not even the right parameter names
-            {"tool": "image_to_video", "arguments": {"image_id": "img-0002"}},
-        ],
-    )
-    r = Orchestrator(llm=llm).run(
-        "edit", videos=[media["video_a"]], prompt="make it 1920s", segments=1, out=tmp_path / "r"
+def test_auto_repairs_an_invalid_plan_once(tmp_path: Path) -> None:
+    bad = {"steps": [{"id": "s1", "tool": "image_to_video", "args": {"image_id": "$s9"}}]}
+    r = _auto(tmp_path, [json.dumps(bad), json.dumps(CARS), "image_agent"])
+    assert_done(r.run_dir)
+    evts = events(r.run_dir)
+    plans = [e for e in evts if e["type"] == "plan"]
+    assert [(p["attempt"], p["valid"]) for p in plans] == [(1, False), (2, True)]
+    assert plans[0]["problems"] and PlanState.load(r.run_dir / STATE_FILE).plan.source == "repaired"
+    assert not any(e["type"] == "tool_call" for e in evts[: evts.index(plans[-1])])
+    assert [t for _, t in calls(evts)].count("text_to_image") == 2
+
+
+def test_auto_falls_back_to_the_template_after_two_invalid_plans(tmp_path: Path) -> None:
+    bad = {"steps": [{"id": "s1", "tool": "paint_picture", "args": {}}]}
+    r = _auto(tmp_path, ["not json at all", json.dumps(bad), "a fox in the snow"], prompt="a fox in the snow")
+    assert_done(r.run_dir)
+    evts = events(r.run_dir)
+    plans = [e for e in evts if e["type"] == "plan"]
+    assert [p["valid"] for p in plans] == [False, False, True] and plans[-1]["source"] == "template"
+    assert PlanState.load(r.run_dir / STATE_FILE).plan.source == "template"
+    assert not any(e["type"] == "tool_call" for e in evts[: evts.index(plans[-1])])
+    assert [t for _, t in calls(evts)] == ["enhance_prompt", "text_to_image", "image_to_video"]
+
+
+# ----- (4) the planner's client picks among ready agents ---------------------------------------------------------------
+def test_an_invalid_pick_still_completes(tmp_path: Path) -> None:
+    # Two attempts name no candidate: AutoGen keeps the previous speaker (the image agent, whose s3 is ready).
+    r = _auto(tmp_path, [json.dumps(CARS), "the director should go", "nobody"])
+    assert_done(r.run_dir)
+    evts = events(r.run_dir)
+    asked = [e for e in evts if e["type"] == "planner" and e.get("raw_choice")]
+    assert [e["raw_choice"] for e in asked] == ["the director should go", "nobody"]
+    assert all(not e["valid"] and e["fallback_used"] for e in asked)
+    assert asked[0]["candidates"] == ["video_agent", "image_agent"]
+    assert [t for _, t in calls(evts)].count("image_to_video") == 2
+
+
+def test_the_scripted_pick_decides_who_goes_next(tmp_path: Path) -> None:
+    r = _auto(tmp_path, [json.dumps(CARS), "video_agent"])
+    assert_done(r.run_dir)
+    evts = events(r.run_dir)
+    (asked,) = [e for e in evts if e["type"] == "planner" and e.get("raw_choice")]
+    assert asked["candidates"] == ["video_agent", "image_agent"] and asked["chosen"] == "video_agent"
+    assert [t for _, t in calls(evts)][:3] == ["text_to_image", "image_to_video", "text_to_image"]
+
+
+# ----- (5) a failed step: the planner reviews ---------------------------------------------------------------------------
+def test_a_failed_step_is_retried_with_another_seed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    seeds: list[int] = []
+
+    def flaky(ctx: Any, **kwargs: Any) -> Any:
+        seeds.append(kwargs["seed"])
+        if len(seeds) == 1:
+            raise ToolArgumentError("image_to_video: the picture came out black (test)")
+        return real(ctx, **kwargs)
+
+    real = _replace_tool(monkeypatch, "image_to_video", flaky)
+    review = json.dumps({"action": "retry", "reason": "a black picture is a bad seed"})
+    r = Orchestrator(profile="tiny", llm=script(tmp_path, [PROMPT, review])).run(
+        "text-to-video", prompt="a fox", segments=1, out=tmp_path / "r"
     )
     assert_done(r.run_dir)
     evts = events(r.run_dir)
-    errors = [e for e in evts if e["type"] == "tool_call" and e.get("error")]
-    assert errors and "outside" not in errors[0]["error"] and "not an artifact id" in errors[0]["error"]
-    decisions = [(e["decision"], e["chosen"]) for e in planner(evts)]
-    assert ("retry", "edit_agent") in decisions and ("fallback", "plan_runner") in decisions
-    fallback = [e for e in evts if e["type"] == "tool_call" and e["agent"] == "plan_runner"]
-    assert fallback[0]["tool"] == "edit_image" and fallback[0]["fallback_for"] == "edit_agent"
-    assert fallback[0]["inputs"] == ["img-0001"]
-    assert calls(evts)[-1] == ("video_agent", "image_to_video")
-    assert not (tmp_path / "etc").exists()
+    failed = [e for e in evts if e["type"] == "tool_call" and e.get("error")]
+    assert len(failed) == 1 and "came out black" in failed[0]["error"]
+    (decision,) = [e for e in evts if e["type"] == "planner" and e.get("decision") == "review"]
+    assert decision["chosen"] == "retry" and decision["step_id"] == "s3"
+    assert len(seeds) == 2 and seeds[0] != seeds[1]
+    assert [t for _, t in calls(evts)][-1] == "image_to_video"
 
 
-@pytest.mark.unit
-def test_turn_limit_stops_with_a_clear_reason(tmp_path: Path, capsys) -> None:
-    # The agents only chat and never call tools; the plan runner would take over, but the limit comes first.
-    llm = script(tmp_path, ["image_agent", "I would rather talk about foxes."] + ["hello"] * 10)
-    code = main(
-        ["run", "text-to-video", "--prompt", "a fox", "--llm", llm, "--max-turns", "3", "--out", str(tmp_path / "r")]
-    )
-    err = capsys.readouterr().err
-    assert code == 1
-    assert "stopped before the final video existed" in err and "Maximum number of messages 3 reached" in err
-    manifest = json.loads((tmp_path / "r" / "manifest.json").read_text())
-    assert manifest["run"]["status"] == "failed"
+# ----- (6) revisions re-run only what changed ---------------------------------------------------------------------------
+def _start(tmp_path: Path, task: str, prompt: str, segments: int = 1) -> ChatSession:
+    session = Orchestrator(profile="tiny", llm="none").chat_session()
+    asyncio.run(session.start(task, prompt=prompt, segments=segments, out=tmp_path / "r"))
+    return session
 
 
-@pytest.mark.integration
-def test_revisions_rerun_only_what_changed(tmp_path: Path) -> None:
-    async def conversation() -> ChatSession:
-        session = Orchestrator(llm="none").chat_session()
-        await session.start("text-to-video", prompt="a lighthouse at night", segments=2, out=tmp_path / "r")
-        return session
-
-    session = asyncio.run(conversation())
-    store = ArtifactStore(session.run_dir)
-    before = {a.id: a.sha256 for a in store.artifacts()}
-    first_final = session.state.final_id
-    n_first = len(store.frames(first_final))
-
-    result = asyncio.run(session.revise("extend it by two seconds"))
-    evts = events(session.run_dir)
-    after_revision = evts[[i for i, e in enumerate(evts) if e["type"] == "message" and e["agent"] == "user"][0] :]
-    assert calls(after_revision) == [("video_agent", "extend_video")]
-    store = ArtifactStore(session.run_dir)
-    assert {a.id: a.sha256 for a in store.artifacts() if a.id in before} == before  # nothing earlier rewritten
-    extended = store.frames(result.final_id)
-    assert np.array_equal(extended[:n_first], store.frames(first_final))
-    assert len(extended) >= n_first + 14  # 2 s at 7 fps
-
-    result = asyncio.run(session.revise("keep the first image but change the sky to stormy"))
-    evts = events(session.run_dir)
-    last = evts[[i for i, e in enumerate(evts) if e["type"] == "message" and e["agent"] == "user"][-1] :]
-    assert calls(last) == [
-        ("edit_agent", "edit_image"),
-        ("video_agent", "image_to_video"),
-        ("video_agent", "extend_video"),
-    ]
-    edit = [e for e in last if e.get("tool") == "edit_image"][0]
-    assert edit["inputs"] == ["img-0001"]  # the original first image is reused, not regenerated
-    assert len([a for a in store.artifacts() if a.tool == "text_to_image"]) == 1
-    assert json.loads((session.run_dir / "manifest.json").read_text())["run"]["final"] == result.final_id
+def _statuses(session: ChatSession) -> dict[str, tuple[str, str]]:
+    """step id -> (tool, status) of the current request."""
+    state = session.state
+    assert state is not None
+    return {s.id: (s.tool, state.run_of(s.id).status) for s in state.plan.steps}
 
 
-@pytest.mark.integration
-def test_revision_intent_chosen_by_the_planner_llm(tmp_path: Path) -> None:
-    llm = script(
-        tmp_path,
-        [
-            "image_agent",
-            {"tool": "text_to_image", "arguments": {"prompt": "a lighthouse"}},
-            {"tool": "image_to_video", "arguments": {"image_id": "img-0001"}},
-            "animate",  # the planner's reading of the revision
-            {"tool": "image_to_video", "arguments": {"image_id": "img-0001"}},
-        ],
-    )
+def _ran(session: ChatSession) -> list[str]:
+    return sorted(t for t, status in _statuses(session).values() if status == "done")
 
-    async def conversation() -> ChatSession:
-        session = Orchestrator(llm=llm).chat_session()
-        await session.start("text-to-video", prompt="a lighthouse", segments=1, out=tmp_path / "r")
-        await session.revise("make the waves crash harder")
-        return session
 
-    session = asyncio.run(conversation())
-    evts = events(session.run_dir)
-    revision = [e for e in planner(evts) if e["decision"] == "revision"][0]
-    assert revision["raw_choice"] == "animate" and not revision["fallback_used"]
-    assert calls(evts)[-1] == ("video_agent", "image_to_video")
+def test_extend_reuses_every_earlier_step(tmp_path: Path) -> None:
+    session = _start(tmp_path, "text-to-video", "a lighthouse at night", segments=2)
+    before = frames_of(session.run_dir, session.state.final_id)
+    shas = {a.id: a.sha256 for a in ArtifactStore(session.run_dir).artifacts()}
+    result = asyncio.run(session.revise("extend it by one second"))
+    assert _ran(session) == ["extend_video"]
+    assert {t for t, s in _statuses(session).values() if s == "reused"} >= {"text_to_image", "image_to_video"}
+    extended = frames_of(session.run_dir, result.final_id)
+    assert np.array_equal(extended[: len(before)], before) and len(extended) > len(before)
+    assert {a.id: a.sha256 for a in ArtifactStore(session.run_dir).artifacts() if a.id in shas} == shas
+    session.close()
+
+
+def test_a_style_change_edits_the_image_and_reuses_it(tmp_path: Path) -> None:
+    session = _start(tmp_path, "text-to-video", "a lighthouse at night")
+    asyncio.run(session.revise("make it look like the 1920s"))
+    statuses = _statuses(session)
+    assert "edit_image" in _ran(session) and "text_to_image" not in _ran(session)
+    assert ("text_to_image", "reused") in statuses.values()
     assert len([a for a in ArtifactStore(session.run_dir).artifacts() if a.tool == "text_to_image"]) == 1
+    session.close()
 
 
-@pytest.mark.integration
-def test_interrupted_run_resumes_where_it_stopped(tmp_path: Path) -> None:
-    def interrupt_after_first_clip(event: dict) -> None:
-        e = event.get("event", {})
-        if event["type"] == "transcript" and e.get("tool") == "image_to_video" and e.get("outputs"):
-            raise KeyboardInterrupt
+def test_a_rewrite_runs_the_image_again_with_the_new_words(tmp_path: Path) -> None:
+    session = _start(tmp_path, "text-to-video", "a lighthouse at night")
+    asyncio.run(session.revise("make it brighter, like early morning"))
+    assert "text_to_image" in _ran(session)
+    t2i = [e for e in events(session.run_dir) if e.get("tool") == "text_to_image" and not e.get("reused")][-1]
+    words = t2i["arguments"]["prompt"].lower()
+    assert "morning" in words and "night" not in words
+    session.close()
 
+
+def test_a_story_revision_reruns_only_that_shot(tmp_path: Path) -> None:
+    session = _start(tmp_path, "story", "a fox wakes in its den; the fox runs across a lake; the fox sleeps by a fire")
+    asyncio.run(session.revise("make shot 2 darker"))
+    state = session.state
+    assert state is not None
+    ran = {s.id for s in state.plan.steps if state.run_of(s.id).status == "done"}
+    shot2 = {s.id for s in state.plan.steps if s.shot == 2}
+    connects = {s.id for s in state.plan.steps if s.tool == "connect_clips"}
+    join = {s.id for s in state.plan.steps if s.tool == "join_clips"}
+    touching = {s.id for s in state.plan.steps if s.id in connects and any(d in shot2 for d in s.deps())}
+    assert len(touching) == 2
+    assert ran - shot2 == touching | join  # besides shot 2: the two transitions into and out of it, and the join
+    assert ran & shot2 and all(state.run_of(s.id).status == "reused" for s in state.plan.steps if s.shot in (1, 3))
+    session.close()
+
+
+# ----- (7) resume ------------------------------------------------------------------------------------------------------
+def test_resume_after_an_interrupt_gives_the_frames_of_an_uninterrupted_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def interrupting(ctx: Any, **kwargs: Any) -> Any:
+        raise KeyboardInterrupt
+
+    real = _replace_tool(monkeypatch, "extend_video", interrupting)
     out = tmp_path / "r"
     with pytest.raises(KeyboardInterrupt):
-        Orchestrator(on_event=interrupt_after_first_clip).run(
-            "text-to-video", prompt="a harbour", segments=3, seed=5, out=out
+        Orchestrator(profile="tiny", llm=script(tmp_path, [PROMPT])).run(
+            "text-to-video", prompt="a harbour", segments=2, seed=5, out=out
         )
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["run"]["status"] == "interrupted" and not (out / "final.mp4").exists()
-    assert [s["tool"] for s in json.loads((out / STATE_FILE).read_text())["steps"] if s["status"] == "pending"] == [
-        "extend_video"
-    ]
+    assert [s.tool for s in PlanState.load(out / STATE_FILE).pending()] == ["extend_video"]
 
-    # Another profile (here the fast mode) would finish the plan with other settings: refused, nothing written.
-    before = (out / "manifest.json").read_bytes(), (out / "transcript.jsonl").read_bytes()
-    with pytest.raises(InputError, match=r"made with profile 'tiny', not 'tiny\+fast'.*--profile tiny so"):
-        asyncio.run(ChatSession.resume(Orchestrator(fast=True), out))
-    assert ((out / "manifest.json").read_bytes(), (out / "transcript.jsonl").read_bytes()) == before
-
-    session = asyncio.run(ChatSession.resume(Orchestrator(), out))
+    monkeypatch.setitem(TOOLS, "extend_video", dataclasses.replace(TOOLS["extend_video"], fn=real))
+    session = asyncio.run(ChatSession.resume(Orchestrator(profile="tiny", llm=script(tmp_path, [], "none.json")), out))
     assert session.result is not None and session.result.final_video.is_file()
-    tools = [e["tool"] for e in events(out) if e["type"] == "tool_call"]
-    assert tools.count("text_to_image") == 1 and tools.count("image_to_video") == 1 and tools.count("extend_video") == 1
-    # Resuming gives the same frames as an uninterrupted run with the same seed.
-    whole = Orchestrator().run("text-to-video", prompt="a harbour", segments=3, seed=5, out=tmp_path / "whole")
-    assert np.array_equal(
-        ArtifactStore(out).frames(session.result.final_id), ArtifactStore(whole.run_dir).frames(whole.final_id)
+    ran = [t for _, t in calls(events(out))]
+    assert ran.count("text_to_image") == 1 and ran.count("image_to_video") == 1 and ran.count("extend_video") == 1
+    whole = Orchestrator(profile="tiny", llm=script(tmp_path, [PROMPT], "whole.json")).run(
+        "text-to-video", prompt="a harbour", segments=2, seed=5, out=tmp_path / "whole"
     )
+    resumed = frames_of(out, session.result.final_id)
+    assert len(resumed) == FRAMES + FRAMES - 1
+    assert np.array_equal(resumed, frames_of(whole.run_dir, whole.final_id))
+    session.close()
 
 
-@pytest.mark.unit
-def test_resume_refuses_a_folder_that_is_not_a_run(tmp_path: Path) -> None:
-    with pytest.raises(InputError, match="not a resumable run folder"):
-        asyncio.run(ChatSession.resume(Orchestrator(), tmp_path))
-
-
-@pytest.mark.integration
-def test_stream_of_events_ends_with_the_result(tmp_path: Path) -> None:
-    async def collect() -> list[dict]:
-        return [
-            e async for e in Orchestrator().run_stream("text-to-video", prompt="a kite", segments=1, out=tmp_path / "r")
-        ]
-
-    evts = asyncio.run(collect())
-    kinds = {e["type"] for e in evts}
-    assert {"transcript", "progress", "encode", "result"} <= kinds
-    assert evts[-1]["type"] == "result" and evts[-1]["result"].final_video.is_file()
-
-
-@pytest.mark.unit
-def test_bad_replay_file_is_one_line(tmp_path: Path, capsys) -> None:
-    bad = tmp_path / "bad.json"
-    bad.write_text("{not json")
-    code = main(["run", "text-to-video", "--prompt", "x", "--llm", f"replay:{bad}", "--out", str(tmp_path / "o")])
-    err = capsys.readouterr().err.strip()
-    assert code == 2 and "not valid JSON" in err and len(err.splitlines()) == 1
-    assert not (tmp_path / "o").exists()
-
-
-@pytest.mark.integration
-def test_vision_planner_sees_a_thumbnail_but_the_chat_keeps_no_pixels(tmp_path: Path) -> None:
+# ----- (8) a vision-capable planner sees a thumbnail; nothing saved holds pixels ----------------------------------------
+def test_vision_planner_sees_a_thumbnail_but_nothing_saved_holds_pixels(tmp_path: Path) -> None:
     from autogen_core import Image as AGImage
 
-    replies = [
-        {"tool": "text_to_image", "arguments": {"prompt": "a fox"}},
-        {"tool": "image_to_video", "arguments": {"image_id": "img-0001"}},
-        "animate",
-        {"tool": "image_to_video", "arguments": {"image_id": "img-0001"}},
-    ]
-    orch = Orchestrator(llm=script(tmp_path, ["image_agent", *replies]))
+    revision = json.dumps({"change": "animate", "text": "more motion"})
+    orch = Orchestrator(profile="tiny", llm=script(tmp_path, [PROMPT, revision]))
     replay = orch.client("planner").inner
-    replay._model_info["vision"] = True
+    replay._model_info["vision"] = True  # noqa: SLF001 - the replay client says what a model can do here only
 
     async def go() -> ChatSession:
         s = orch.chat_session()
@@ -351,24 +389,42 @@ def test_vision_planner_sees_a_thumbnail_but_the_chat_keeps_no_pixels(tmp_path: 
         return s
 
     session = asyncio.run(go())
-    revision_query = replay.create_calls[-2]["messages"][0].content
-    assert isinstance(revision_query, list) and isinstance(revision_query[1], AGImage)
-    assert revision_query[1].image.size[0] <= 256
-    assert "base64" not in (session.run_dir / "team_state.json").read_text()
+    assert_done(session.run_dir)
+    queries = [c["messages"][-1].content for c in replay.create_calls]
+    with_image = [q for q in queries if isinstance(q, list)]
+    assert len(with_image) == 1 and "more motion please" in with_image[0][0]
+    assert isinstance(with_image[0][1], AGImage) and max(with_image[0][1].image.size) <= 256
+    for name in ("team_state.json", "transcript.jsonl", STATE_FILE):
+        text = (session.run_dir / name).read_text()
+        assert "base64" not in text and "data:image" not in text and len(text) < 200_000, name
+    session.close()
 
 
-@pytest.mark.integration
-def test_a_revision_after_a_resume_gives_the_frames_of_one_without(tmp_path: Path) -> None:
-    """The seeds continue where the recorded calls left them: an extend of three segments took three."""
+# ----- the command line ------------------------------------------------------------------------------------------------
+DATA = Path(__file__).resolve().parent / "data" / "t2v_replay.json"
 
-    async def revised(out: Path, resume: bool) -> np.ndarray:
-        session = Orchestrator().chat_session()
-        await session.start("text-to-video", prompt="a harbour", segments=3, seed=5, out=out)
-        if resume:
-            session.close()
-            session = await ChatSession.resume(Orchestrator(), out)
-        result = await session.revise("extend it by one second")
-        session.close()
-        return ArtifactStore(out).frames(result.final_id)
 
-    assert np.array_equal(asyncio.run(revised(tmp_path / "whole", False)), asyncio.run(revised(tmp_path / "b", True)))
+def test_the_shipped_replay_script_drives_a_run_from_the_command_line(tmp_path: Path) -> None:
+    from openmora.cli import main
+
+    out = tmp_path / "r"
+    code = main(
+        ["run", "text-to-video", "--prompt", "a fox", "--llm", f"replay:{DATA}", "--segments", "2", "--out", str(out)]
+    )
+    assert code == 0
+    assert_done(out)
+    t2i = next(e for e in events(out) if e.get("tool") == "text_to_image")
+    assert t2i["arguments"]["prompt"] == json.loads(DATA.read_text())[0]
+    final = json.loads((out / "manifest.json").read_text())["run"]["final"]
+    assert len(frames_of(out, final)) == FRAMES + FRAMES - 1
+
+
+def test_bad_replay_file_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from openmora.cli import main
+
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    code = main(["run", "text-to-video", "--prompt", "x", "--llm", f"replay:{bad}", "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "not valid JSON" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "o").exists()

@@ -11,6 +11,7 @@ import asyncio
 import hashlib
 import importlib.util
 import json
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -23,9 +24,11 @@ from pydantic import BaseModel
 
 from openmora.llm.local import (
     MODELS,
+    PREFIX_MAX_FILES,
     LocalLlamaClient,
     LocalModelMissing,
     LocalModelSpec,
+    _prune_prefix_states,
     default_cache_dir,
     ensure_local_model,
 )
@@ -300,6 +303,78 @@ def test_assistant_agent_calls_a_tool_and_reflects(small: LocalLlamaClient) -> N
     assert not executed.is_error and executed.content.startswith("clip-0001 from img-0003")
     final = result.messages[-1].content
     assert "clip-0001" in final and "<tool_call>" not in final and not final.lstrip().startswith("{")
+
+
+# A planner-like system prompt of a few hundred tokens: long enough to be saved (>= PREFIX_MIN_TOKENS).
+LONG_SYSTEM = "You are the planner of a small video team. " + " ".join(
+    f"Rule {i}: a shot of kind {kind} lasts {i % 5 + 2} seconds and names its subject, its light and its camera move."
+    for i, kind in enumerate(["still", "clip", "pan", "zoom", "cut", "fade", "title", "loop", "wipe"])
+)  # about 240 tokens with the chat template: just over the threshold, so the test stays quick
+
+
+def _client_reply(cache: Path, messages: list) -> tuple[str, dict]:
+    """One greedy reply from a brand-new client (a fresh llama.cpp context, as in a new process)."""
+    client = LocalLlamaClient("local-small", cache_dir=cache, max_tokens=8)
+    try:
+        result = asyncio.run(client.create(messages))
+        assert isinstance(result.content, str)
+        return result.content, dict(client.last_call_stats)
+    finally:
+        asyncio.run(client.close())
+
+
+@needs_llama
+@needs_small
+@pytest.mark.slow
+def test_prefix_cache_is_reused_by_a_new_client_and_rebuilt_when_corrupt(tmp_path: Path) -> None:
+    spec = MODELS["local-small"]
+    ensure_local_model("local-small", USER_CACHE)
+    for name in (spec.filename, spec.filename + ".verified"):  # the verified model, without copying 0.5 GB
+        (tmp_path / name).symlink_to(USER_CACHE / name)
+    messages = [SystemMessage(content=LONG_SYSTEM), UserMessage(content="How long is a pan shot?", source="user")]
+
+    first, stats = _client_reply(tmp_path, messages)
+    assert stats["prefix_cache"] == "saved"
+    files = list((tmp_path / "prefix-states").glob("*.state"))
+    assert len(files) == 1 and files[0].stat().st_size > 100_000
+    prefix_tokens = stats["prompt_tokens"] - 20  # the user turn and the assistant header are about 20 tokens
+    assert prefix_tokens >= 200
+
+    second, stats = _client_reply(tmp_path, messages)
+    assert stats["prefix_cache"] == "loaded"
+    assert second == first
+    assert stats["prompt_eval_tokens"] < 40, "the system prompt was evaluated again"
+
+    # One flipped byte inside llama.cpp's state (header and tokens intact): the file is deleted, the prompt
+    # evaluated and written again, and the reply does not change.
+    good = files[0].read_bytes()
+    corrupt = bytearray(good)
+    corrupt[len(good) // 2] ^= 0xFF
+    files[0].write_bytes(bytes(corrupt))
+    third, stats = _client_reply(tmp_path, messages)
+    assert stats["prefix_cache"] == "saved"
+    assert third == first
+    assert stats["prompt_eval_tokens"] >= prefix_tokens
+    assert [p.name for p in (tmp_path / "prefix-states").iterdir()] == [files[0].name]
+    assert files[0].read_bytes() == good  # rebuilt byte for byte: the saved state is deterministic
+
+    # A short system prompt is not worth a file.
+    _, stats = _client_reply(tmp_path, [SystemMessage(content="Be brief."), messages[1]])
+    assert stats["prefix_cache"] == "none"
+    assert len(list((tmp_path / "prefix-states").iterdir())) == 1
+
+
+@pytest.mark.unit
+def test_prefix_states_keep_the_most_recently_used(tmp_path: Path) -> None:
+    for i in range(PREFIX_MAX_FILES + 3):
+        path = tmp_path / f"{i:02d}.state"
+        path.write_bytes(b"x")
+        os.utime(path, ns=(i * 10**9, i * 10**9))
+    (tmp_path / "notes.txt").write_text("not a state file")
+    _prune_prefix_states(tmp_path, keep=PREFIX_MAX_FILES)
+    left = sorted(p.name for p in tmp_path.glob("*.state"))
+    assert left == [f"{i:02d}.state" for i in range(3, PREFIX_MAX_FILES + 3)]
+    assert (tmp_path / "notes.txt").exists()
 
 
 # ---------------------------------------------------------------------------------------------------- local (1.5B)

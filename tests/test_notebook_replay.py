@@ -82,29 +82,22 @@ def test_notebook_replays_the_run(fox_run: Path, cwd: str, monkeypatch: pytest.M
 
 @pytest.mark.integration
 def test_notebook_replays_a_group_chat(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Agents' messages and the planner's turns, from a chat scripted with AutoGen's replay client."""
+    """The planner's plan, its turns and the agents' messages, from an ``auto`` chat scripted with the replay client
+    (one script: the planner's plan, then the prompt agent's prompt)."""
+    prompt = "A red fox bounds through deep powder snow at dusk"
     script = tmp_path / "replay.json"
-    script.write_text(
-        json.dumps(
-            [
-                "prompt_agent",
-                "A red fox bounds through deep powder snow at dusk",
-                {"tool": "text_to_image", "arguments": {"prompt": "A red fox bounds through deep powder snow"}},
-                {"tool": "image_to_video", "arguments": {"image_id": "img-0001"}},
-            ]
-        )
-    )
+    script.write_text(json.dumps([json.dumps({"template": "text-to-video", "prompt": "a fox in snow"}), prompt]))
     r = Orchestrator(profile="tiny", llm=f"replay:{script}").run(
-        "text-to-video", prompt="a fox in snow", segments=1, out=tmp_path / "chat"
+        "auto", prompt="a fox in snow", segments=1, out=tmp_path / "chat"
     )
     monkeypatch.setenv("OPENMORA_RUN", str(r.run_dir))
     html, probe = _execute(ROOT / "notebooks")
     events = [json.loads(line) for line in (r.run_dir / "transcript.jsonl").read_text().splitlines()]
     planner = [e for e in events if e["type"] == "planner"]
-    messages = [e for e in events if e["type"] == "message"]
-    assert planner and messages
-    assert "raw choice" in html and ", ".join(planner[0]["candidates"]) in html
-    assert "says:" in html and "A red fox bounds through deep powder snow at dusk" in html
+    assert planner and [e for e in events if e["type"] == "message"]
+    assert "raw choice" in html and "(next_speaker) candidates: planner" in html
+    assert "plan attempt 1" in html and "s2 image_agent: text_to_image(prompt=$s1)" in html
+    assert "prompt_agent</b> says:" in html and prompt in html
     assert html.count("<img ") == 1 and html.count("<video") == 2
     assert probe["heavy"] == []
 
@@ -221,6 +214,25 @@ def test_planner_message_and_error_events_render() -> None:
         {"step": 6, "type": "tool_call", "agent": "video_agent", "tool": "extend_video", "error": "no clip-0009"}, run
     ).data
     assert "color:#c62828" in error and "no clip-0009" in error
+    plan = replay.render_event(
+        {
+            "step": 2,
+            "type": "plan",
+            "agent": "planner",
+            "attempt": 1,
+            "source": "llm",
+            "valid": False,
+            "problems": ["s1: unknown tool 'paint'"],
+            "steps": [{"id": "s1", "agent": "", "tool": "paint", "args": {"prompt": "a fox", "seed": 3}}],
+        },
+        run,
+    ).data
+    assert "plan attempt 1 (llm)" in plan and "cannot run" in plan and "problem: s1: unknown tool" in plan
+    assert "s1 ?: paint(prompt=a fox)" in plan and "seed" not in plan
+    reused = replay.render_event(
+        {"step": 8, "type": "tool_call", "agent": "image_agent", "tool": "text_to_image", "reused": True}, run
+    ).data
+    assert "reused from the step cache" in reused
     failed = replay.render_event(
         {"step": 7, "type": "message", "agent": "video_agent", "text": "Error: x", "error": True}, run
     )

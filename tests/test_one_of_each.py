@@ -1,9 +1,10 @@
 """One of each: atomic writes (openmora.fileio), an error's first line (openmora.errors.first_line), one tool-call
-recorder for the plan, the group chat and stories (group_chat/transcript.record_tool_call), and a TypedDict for every
-event the CLI renders (openmora.events)."""
+recorder for every plan step, whoever runs it (group_chat/executor.PlanExecutor through
+group_chat/transcript.record_tool_call), and a TypedDict for every event the CLI renders (openmora.events)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import typing
@@ -17,12 +18,10 @@ from openmora import fileio
 from openmora.errors import ToolArgumentError, first_line
 from openmora.events import EVENT_TYPES, TranscriptLine
 from openmora.fileio import atomic_write_bytes, atomic_write_json, atomic_write_text, atomic_writer, commit, temp_path
-from openmora.group_chat import executor as executor_module
 from openmora.group_chat.executor import PlanExecutor
-from openmora.group_chat.plan_state import PlanState, Step
-from openmora.group_chat.session import GroupChatSession
+from openmora.group_chat.plan import TOOLS, Plan, PlanStep
+from openmora.group_chat.plan_state import PlanState
 from openmora.group_chat.transcript import Transcript
-from openmora.story import StoryRenderer
 from openmora.tools.context import ToolResult
 
 pytestmark = pytest.mark.unit
@@ -121,91 +120,95 @@ def _failing_image_to_video(ctx: Any, **kwargs: Any) -> ToolResult:
     raise ToolArgumentError("img-0001 is not an image\nsecond line the transcript does not need")
 
 
-# A story records a tool by its function's name.
-_image_to_video.__name__ = _failing_image_to_video.__name__ = "image_to_video"
+class _Store:
+    """The little of an artifact store the executor reads: the run folder, digests, which ids exist."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.run_dir = run_dir
+
+    def on_written(self, callback: Any) -> None:
+        callback()
+
+    def digest(self, artifact_id: str) -> str:
+        return f"sha-of-{artifact_id}"
+
+    def has(self, artifact_id: str) -> bool:
+        return artifact_id in ("img-0001", "clip-0001")
 
 
-def _record_three_ways(tmp_path: Path, tool: Any, monkeypatch: pytest.MonkeyPatch) -> dict[str, list[dict]]:
-    """The same call recorded by the fixed plan, a group chat agent and a story: name -> its transcript lines."""
-    store = SimpleNamespace(run_dir=tmp_path, on_written=lambda callback: callback())
-    ctx = SimpleNamespace(store=store, seed=0)
-    lines: dict[str, list[dict]] = {}
-
-    plan = Transcript(tmp_path / "plan.jsonl")
-    state = PlanState(
-        task="image-to-video", prompt="a fox", image_id="img-0001", steps=[Step("video_agent", "image_to_video")]
+def _executor(tmp_path: Path, tool: Any, monkeypatch: pytest.MonkeyPatch, shot: int | None = None) -> Any:
+    """A PlanExecutor over a one-step plan (image_to_video of the input image) whose tool is ``tool``."""
+    monkeypatch.setitem(TOOLS, "image_to_video", dataclasses.replace(TOOLS["image_to_video"], fn=tool))
+    plan = Plan([PlanStep("s1", "image_to_video", {"image_id": "$image", "prompt": "a fox"}, shot=shot)])
+    state = PlanState.new("image-to-video", "a fox", plan, seed=0, inputs={"$image": "img-0001"})
+    ctx = SimpleNamespace(
+        store=_Store(tmp_path), loader=SimpleNamespace(load_seconds=0.0), profile=SimpleNamespace(name="tiny"), seed=0
     )
-    monkeypatch.setitem(executor_module.TOOLS, "image_to_video", tool)
-    try:
-        PlanExecutor(ctx, plan, state).run_step(state.steps[0])
-    except ToolArgumentError:
-        pass
-    lines["plan"] = _lines(plan)
-
-    chat = Transcript(tmp_path / "chat.jsonl")
-    session = SimpleNamespace(
-        transcript=chat,
-        state=PlanState(task="image-to-video", image_id="img-0001", steps=[Step("video_agent", "image_to_video")]),
-        _save_state=lambda: None,
-        fatal=None,
-    )
-    try:
-        result = tool(ctx, **ARGS)
-    except ToolArgumentError as err:
-        GroupChatSession.tool_failed(session, "video_agent", "image_to_video", err, dict(ARGS), 0.5)
-    else:
-        GroupChatSession.tool_succeeded(session, "video_agent", "image_to_video", result, dict(ARGS), 0.5)
-    lines["chat"] = _lines(chat)
-
-    story = Transcript(tmp_path / "story.jsonl")
-    try:
-        StoryRenderer(ctx, story)._call("video_agent", tool, 1, 0, **ARGS)
-    except ToolArgumentError:
-        pass
-    lines["story"] = _lines(story)
-    return lines
+    monkeypatch.setattr("openmora.estimates.StepCosts.record", lambda *a, **k: None)  # no cost file in the home
+    return PlanExecutor(ctx, Transcript(tmp_path / f"t{shot}.jsonl"), state)
 
 
-# Each caller's own key: the plan's fallback says whom it stood in for (absent here: not a fallback), the group chat
-# whether the call completed a plan step, a story which shot it belongs to.
-OWN_KEYS = {"plan": set(), "chat": {"plan_step"}, "story": {"shot"}}
+def test_a_plan_step_records_its_tool_call(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--llm none and the group chat's agents run steps through the same executor: one way of recording."""
+    ex = _executor(tmp_path, _image_to_video, monkeypatch)
+    outcome = ex.run_step(ex.state.plan.steps[0], by="video_agent")
+    call, note = _lines(ex.transcript)
+    common = {"step", "type", "agent", "tool", "inputs", "outputs", "seconds", "time", "arguments", "result"}
+    assert set(call) == common | {"plan_step"}
+    assert call["type"] == "tool_call" and call["agent"] == "video_agent" and call["tool"] == "image_to_video"
+    assert call["inputs"] == ["img-0001"] and call["outputs"] == ["clip-0001"] and call["plan_step"] == "s1"
+    assert call["arguments"] == {"prompt": "a fox", "seed": 0} and call["result"] == RESULT.text
+    assert note["type"] == "note" and note["text"] == "resampled the image" and note["tool"] == "image_to_video"
+    assert outcome.outputs == ["clip-0001"] and ex.state.run_of("s1").status == "done"
+    assert (tmp_path / "plan_state.json").is_file()  # saved after the step
 
 
-def test_the_plan_the_group_chat_and_a_story_record_a_tool_call_alike(
+def test_a_story_step_says_its_shot(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    ex = _executor(tmp_path, _image_to_video, monkeypatch, shot=2)
+    ex.run_step(ex.state.plan.steps[0])
+    call = _lines(ex.transcript)[0]
+    assert call["shot"] == 2 and call["agent"] == "video_agent"  # the step's own agent by default
+
+
+def test_a_failed_step_records_the_error_and_the_arguments_as_given(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    recorded = _record_three_ways(tmp_path, _image_to_video, monkeypatch)
-    common = {"step", "type", "agent", "tool", "inputs", "outputs", "seconds", "time", "arguments", "result"}
-    for name, lines in recorded.items():
-        call, note = lines
-        assert set(call) == common | OWN_KEYS[name], name
-        assert call["type"] == "tool_call" and call["agent"] == "video_agent" and call["tool"] == "image_to_video"
-        assert call["inputs"] == ["img-0001"] and call["outputs"] == ["clip-0001"], name
-        assert call["arguments"] == {"prompt": "a fox"} and call["result"] == RESULT.text, name
-        assert note["type"] == "note" and note["text"] == "resampled the image" and note["tool"] == "image_to_video"
-    assert recorded["chat"][0]["plan_step"] is True and recorded["story"][0]["shot"] == 0
-
-
-def test_the_three_callers_record_a_failed_tool_call_alike(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    recorded = _record_three_ways(tmp_path, _failing_image_to_video, monkeypatch)
+    ex = _executor(tmp_path, _failing_image_to_video, monkeypatch)
+    with pytest.raises(ToolArgumentError):
+        ex.run_step(ex.state.plan.steps[0])
+    (call,) = _lines(ex.transcript)
     common = {"step", "type", "agent", "tool", "inputs", "outputs", "seconds", "time", "arguments", "error"}
-    for name, lines in recorded.items():
-        (call,) = lines
-        assert set(call) == common | (OWN_KEYS[name] - {"plan_step"}), name
-        assert call["error"] == "img-0001 is not an image", name
-        assert call["arguments"] == ARGS and call["inputs"] == [] and call["outputs"] == [], name  # ids as given
+    assert set(call) == common | {"plan_step"}
+    assert call["error"] == "img-0001 is not an image"
+    assert call["arguments"] == {**ARGS, "seed": 0} and call["inputs"] == [] and call["outputs"] == []
+    run = ex.state.run_of("s1")
+    assert run.status == "failed" and run.attempts == 1 and run.error == "img-0001 is not an image"
 
 
-def test_a_fallback_call_says_whom_it_stood_in_for(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    ctx = SimpleNamespace(store=SimpleNamespace(run_dir=tmp_path, on_written=lambda callback: callback()), seed=0)
-    transcript = Transcript(tmp_path / "t.jsonl")
-    state = PlanState(
-        task="image-to-video", prompt="a fox", image_id="img-0001", steps=[Step("video_agent", "image_to_video")]
-    )
-    monkeypatch.setitem(executor_module.TOOLS, "image_to_video", _image_to_video)
-    PlanExecutor(ctx, transcript, state, as_fallback=True).run_step(state.steps[0])
-    call = _lines(transcript)[0]
-    assert call["agent"] == "plan_runner" and call["fallback_for"] == "video_agent" and call["inputs"] == ["img-0001"]
+def test_a_step_with_an_unchanged_key_is_reused_and_recorded_as_such(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ran: list[int] = []
+
+    def counting(ctx: Any, **kwargs: Any) -> ToolResult:
+        ran.append(1)
+        return RESULT
+
+    ex = _executor(tmp_path, counting, monkeypatch)
+    step = ex.state.plan.steps[0]
+    ex.run_step(step)
+    ex.state.begin_request(ex.state.plan.copy())  # the next request, the same step: its key is unchanged
+    outcome = ex.run_step(ex.state.plan.steps[0])
+    assert ran == [1] and outcome.reused and ex.state.run_of("s1").status == "reused"
+    reused = [e for e in _lines(ex.transcript) if e["type"] == "tool_call"][-1]
+    assert reused["reused"] is True and reused["outputs"] == ["clip-0001"] and reused["seconds"] == 0.0
+
+
+def test_an_agents_call_that_differs_from_its_step_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    ex = _executor(tmp_path, _image_to_video, monkeypatch)
+    with pytest.raises(ToolArgumentError):
+        ex.run_step(ex.state.plan.steps[0], "video_agent", call={"image_id": "img-0009", "prompt": "a fox"})
+    assert ex.state.run_of("s1").status == "pending" and not ex.transcript.path.exists()  # nothing ran
 
 
 # ----- typed events --------------------------------------------------------------------------------------------------
@@ -239,7 +242,9 @@ def _sample(event_type: type) -> dict[str, Any]:
     return sample
 
 
-def test_every_event_kind_is_typed_and_the_cli_renders_each(capsys: pytest.CaptureFixture[str]) -> None:
+def test_every_event_kind_is_typed_and_the_cli_renders_each(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     from openmora.cli import _CliProgress
 
     samples = [_sample(t) for t in EVENT_TYPES]
@@ -255,14 +260,31 @@ def test_every_event_kind_is_typed_and_the_cli_renders_each(capsys: pytest.Captu
     }
     transcript_lines = [
         _line("message", text="I will animate img-0001"),
-        _line("planner", agent="planner", chosen="video_agent", candidates=["video_agent"], raw_choice="video_agent"),
-        _line("planner", agent="planner", chosen="plan_runner", candidates=["video_agent"], fallback_used=True),
+        _line(
+            "planner",
+            agent="planner",
+            decision="next_speaker",
+            chosen="video_agent",
+            candidates=["video_agent", "image_agent"],
+            raw_choice="video_agent",
+        ),
+        _line(
+            "planner",
+            agent="planner",
+            decision="next_speaker",
+            chosen="image_agent",
+            candidates=["video_agent", "image_agent"],
+            raw_choice="nobody",
+            fallback_used=True,
+        ),
+        _line("plan", agent="planner", attempt=1, valid=False, problems=["s1: unknown tool 'paint'"]),
         _line("tool_call", tool="image_to_video", inputs=["img-0001"], outputs=["clip-0001"], result="clip-0001: ok"),
         _line("tool_call", tool="image_to_video", error="img-0001 is not an image"),
         _line("note", tool="image_to_video", text="resampled"),
         _line("run_start", agent="user", task="text-to-video", prompt="a fox"),
         _line("run_end", agent="orchestrator", status="done", outputs=["clip-0001"]),
     ]
+    monkeypatch.setenv("COLUMNS", "400")  # rich cuts lines at the terminal's width
     progress_steps = [dict(samples[2], step=k) for k in (1, 4)]  # a bar advances and finishes
     with _CliProgress() as cli:
         for event in samples + progress_steps + [{"type": "transcript", "event": e} for e in transcript_lines]:
@@ -270,7 +292,9 @@ def test_every_event_kind_is_typed_and_the_cli_renders_each(capsys: pytest.Captu
     err = capsys.readouterr().err
     assert "loaded image_to_video in 1.5s" in err
     assert "[3] video_agent: I will animate img-0001" in err
-    assert "planner -> plan_runner (plan fallback" in err and "planner -> video_agent (LLM" in err
+    assert "planner next_speaker -> image_agent (plan fallback; candidates video_agent, image_agent)" in err
+    assert "planner next_speaker -> video_agent (LLM; candidates video_agent, image_agent)" in err
+    assert "plan attempt 1: cannot run: s1: unknown tool 'paint'" in err
     assert "image_to_video failed: img-0001 is not an image" in err and "img-0001 -> clip-0001" in err
     assert "note: resampled" in err
     assert not cli.tasks  # every bar that started also ended

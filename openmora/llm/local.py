@@ -330,6 +330,7 @@ class LocalLlamaClientConfig(BaseModel):
     seed: int = 0
     n_threads: int | None = None
     cache_dir: str | None = None
+    prefix_cache: bool = True
 
 
 class LocalLlamaClient(ChatCompletionClient, Component[LocalLlamaClientConfig]):
@@ -372,7 +373,12 @@ class LocalLlamaClient(ChatCompletionClient, Component[LocalLlamaClientConfig]):
         temperature: 0 means greedy decoding, so runs are reproducible.
         seed: Sampling seed, applied on every call.
         n_threads: CPU threads; defaults to ``os.cpu_count()``.
-        cache_dir: Where assembled models live; defaults to :func:`default_cache_dir`.
+        cache_dir: Where assembled models live; defaults to :func:`default_cache_dir`. Saved prompt prefixes live
+            in its ``prefix-states`` folder.
+        prefix_cache: Save the evaluated system prompt (a first system message of at least
+            :data:`PREFIX_MIN_TOKENS` tokens) to disk and load it in a fresh process instead of evaluating it again:
+            a planner-sized system prompt costs tens of seconds on a small CPU. At most :data:`PREFIX_MAX_FILES`
+            files are kept; a corrupt one is deleted and rebuilt.
         model_info: Overrides the advertised :class:`ModelInfo`.
 
     Example:
@@ -407,6 +413,7 @@ class LocalLlamaClient(ChatCompletionClient, Component[LocalLlamaClientConfig]):
         seed: int = 0,
         n_threads: int | None = None,
         cache_dir: str | Path | None = None,
+        prefix_cache: bool = True,
         model_info: ModelInfo | None = None,
     ) -> None:
         if model in MODELS:
@@ -429,6 +436,7 @@ class LocalLlamaClient(ChatCompletionClient, Component[LocalLlamaClientConfig]):
         self._seed = seed
         self._n_threads = int(n_threads or os.cpu_count() or 1)
         self._cache_dir = Path(cache_dir) if cache_dir is not None else None
+        self._prefix_cache = bool(prefix_cache)
         self._model_info: ModelInfo = model_info or dict(self.DEFAULT_MODEL_INFO)  # type: ignore[assignment]
         self._llm: Any = None
         self._load_lock = threading.Lock()
@@ -608,6 +616,7 @@ class LocalLlamaClient(ChatCompletionClient, Component[LocalLlamaClientConfig]):
             seed=self._seed,
             n_threads=self._n_threads,
             cache_dir=str(self._cache_dir) if self._cache_dir is not None else None,
+            prefix_cache=self._prefix_cache,
         )
 
     @classmethod
@@ -656,6 +665,80 @@ class LocalLlamaClient(ChatCompletionClient, Component[LocalLlamaClientConfig]):
                 time.perf_counter() - started,
             )
             return self._llm
+
+    def _prefix_dir(self) -> Path:
+        return (self._cache_dir if self._cache_dir is not None else default_cache_dir()) / "prefix-states"
+
+    def _model_identity(self) -> str:
+        if self._model in MODELS:
+            return f"sha256:{MODELS[self._model].sha256}"
+        path = Path(self._model).expanduser().resolve()
+        st = path.stat()
+        return f"file:{path}:{st.st_size}:{st.st_mtime_ns}"
+
+    def _prepare_prefix(self, llm: Any, chat: list[dict[str, str]]) -> str:
+        """Make sure ``llm`` holds the evaluated system-prompt prefix of ``chat``, from disk when possible.
+
+        Called with the compute lock held, just before the generation; llama.cpp then reuses the prefix and only
+        evaluates the rest. Returns what happened: ``"none"`` (no long system prompt, or it is not a token prefix
+        of the prompt), ``"resident"`` (already in the context), ``"loaded"`` (from a state file), ``"saved"``
+        (evaluated and written) or ``"evaluated"`` (evaluated, the file could not be written).
+        """
+        prefix = _system_prefix_tokens(llm, chat)
+        if prefix is None or len(prefix) >= self._n_ctx:
+            return "none"
+        import llama_cpp
+        import numpy as np
+
+        n = len(prefix)
+        prefix_bytes = np.asarray(prefix, dtype="<i4").tobytes()
+        if llm.n_tokens >= n and llm.input_ids[:n].astype("<i4").tobytes() == prefix_bytes:
+            return "resident"
+        key = hashlib.sha256(
+            json.dumps(
+                [self._model_identity(), self._n_ctx, llama_cpp.__version__, hashlib.sha256(prefix_bytes).hexdigest()]
+            ).encode()
+        ).hexdigest()[:40]
+        folder = self._prefix_dir()
+        path = folder / f"{key}.state"
+        if path.is_file():
+            try:
+                _load_prefix_state(llm, path, prefix_bytes, n, self._seed)
+                try:
+                    os.utime(path)  # most recently used: kept longest by the pruning below
+                except OSError:
+                    pass
+                logger.info("loaded the %d-token system prompt from %s", n, path.name)
+                return "loaded"
+            except (OSError, ValueError, RuntimeError) as err:
+                logger.warning("prefix state %s is unusable (%s); deleting it and evaluating the prompt", path, err)
+                path.unlink(missing_ok=True)
+        started = time.perf_counter()
+        # Keep what the context already shares with the prefix, as llama.cpp's own generate() would; a model whose
+        # memory cannot be truncated (recurrent) starts over.
+        common = _common_prefix_length(llm.input_ids[: llm.n_tokens], prefix)
+        if common > 0 and llm._ctx.kv_cache_seq_rm(-1, common, -1):
+            llm.n_tokens = common
+        else:
+            llm.reset()
+            common = 0
+        llm.eval(prefix[common:])
+        evaluated_s = time.perf_counter() - started
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            _save_prefix_state(llm, path, prefix_bytes, n)
+            _prune_prefix_states(folder, keep=PREFIX_MAX_FILES)
+        except OSError as err:
+            logger.warning("could not save the prompt prefix to %s: %s", path, err)
+            return "evaluated"
+        logger.info(
+            "evaluated %d of the %d-token system prompt in %.1f s and saved it to %s",
+            n - common,
+            n,
+            evaluated_s,
+            path.name,
+        )
+        return "saved"
 
     def _build_request(
         self,
@@ -737,6 +820,17 @@ class LocalLlamaClient(ChatCompletionClient, Component[LocalLlamaClientConfig]):
         with _COMPUTE_LOCK:
             perf_before = _perf(llm)
             t0 = time.perf_counter()
+            prefix_outcome = "off"
+            if self._prefix_cache:
+                try:
+                    prefix_outcome = self._prepare_prefix(llm, request.messages)
+                except Exception as err:  # an optimisation only: the generation below evaluates the whole prompt
+                    logger.warning(
+                        "prompt prefix cache failed (%s: %s); evaluating the prompt", type(err).__name__, err
+                    )
+                    llm.reset()
+                    prefix_outcome = "failed"
+            prefix_seconds = time.perf_counter() - t0
             first_token_at: float | None = None
             pieces: list[str] = []
             finish: str | None = None
@@ -774,6 +868,8 @@ class LocalLlamaClient(ChatCompletionClient, Component[LocalLlamaClientConfig]):
             "completion_tokens": completion_tokens,
             "seconds": seconds,
             "load_seconds": load_seconds,
+            "prefix_cache": prefix_outcome,
+            "prefix_cache_s": prefix_seconds,
             "time_to_first_token_s": (first_token_at - t0) if first_token_at is not None else None,
             "tokens_per_s": completion_tokens / seconds if seconds > 0 else None,
         }
@@ -1053,6 +1149,123 @@ def _chat_formatter(llm: Any) -> Any:
         formatter = llama_chat_format.Jinja2ChatFormatter(template=template, eos_token=eos, bos_token=bos)
         _FORMATTERS[llm] = formatter
     return formatter
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Saved system-prompt prefixes
+# --------------------------------------------------------------------------------------------------------------------
+
+PREFIX_MIN_TOKENS = 200
+"""A first system message shorter than this is evaluated each time: a state file would not be worth its disk."""
+PREFIX_MAX_FILES = 8
+"""State files kept in ``prefix-states``; the least recently used go first."""
+
+# File layout: magic, 8-byte little-endian header length, JSON header, the prefix tokens (int32 LE), llama.cpp's
+# state bytes. LlamaState itself has no serialisation in llama-cpp-python 0.3.36, and its ``scores`` array is
+# (n_batch x n_vocab) floats (~300 MB) that sampling never reads unless logits_all: it is not stored.
+_PREFIX_MAGIC = b"OPENMORA-PREFIX-STATE-1\n"
+_PREFIX_FORMATTERS: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
+
+
+def _system_prefix_tokens(llm: Any, chat: list[dict[str, str]]) -> list[int] | None:
+    """Tokens of the chat template applied to the first (system) message alone, if they start the full prompt."""
+    if not chat or chat[0]["role"] != "system":
+        return None
+    formatter = _PREFIX_FORMATTERS.get(llm)
+    if formatter is None:
+        from llama_cpp import llama_chat_format
+
+        full = _chat_formatter(llm)
+        formatter = llama_chat_format.Jinja2ChatFormatter(
+            template=full.template, eos_token=full.eos_token, bos_token=full.bos_token, add_generation_prompt=False
+        )
+        _PREFIX_FORMATTERS[llm] = formatter
+    rendered = formatter(messages=chat[:1])
+    prefix = llm.tokenize(rendered.prompt.encode("utf-8"), add_bos=not rendered.added_special, special=True)
+    if len(prefix) < PREFIX_MIN_TOKENS:
+        return None
+    whole = _chat_formatter(llm)(messages=chat)
+    tokens = llm.tokenize(whole.prompt.encode("utf-8"), add_bos=not whole.added_special, special=True)
+    if len(tokens) <= len(prefix) or tokens[: len(prefix)] != prefix:
+        return None
+    return [int(t) for t in prefix]
+
+
+def _save_prefix_state(llm: Any, path: Path, prefix_bytes: bytes, n_tokens: int) -> None:
+    """Write ``llm``'s state (holding exactly the prefix) to ``path`` atomically, with checksums."""
+    state = llm.save_state()
+    payload = bytes(state.llama_state[: state.llama_state_size])
+    header = json.dumps(
+        {
+            "n_tokens": n_tokens,
+            "tokens_sha256": hashlib.sha256(prefix_bytes).hexdigest(),
+            "state_size": len(payload),
+            "state_sha256": hashlib.sha256(payload).hexdigest(),
+        }
+    ).encode()
+    with atomic_writer(path) as out:
+        out.write(_PREFIX_MAGIC)
+        out.write(len(header).to_bytes(8, "little"))
+        out.write(header)
+        out.write(prefix_bytes)
+        out.write(payload)
+
+
+def _common_prefix_length(current: Sequence[int], tokens: Sequence[int]) -> int:
+    """How many leading tokens ``current`` (the context's) and ``tokens`` share."""
+    import numpy as np
+
+    m = min(len(current), len(tokens))
+    differ = np.flatnonzero(np.asarray(current[:m], dtype=np.int64) != np.asarray(tokens[:m], dtype=np.int64))
+    return int(differ[0]) if differ.size else m
+
+
+def _load_prefix_state(llm: Any, path: Path, prefix_bytes: bytes, n_tokens: int, seed: int) -> None:
+    """Restore the prefix saved in ``path`` into ``llm``; ValueError if the file is corrupt or holds other tokens.
+
+    ``seed`` is the sampling seed the context keeps (``load_state`` would otherwise set the saved one).
+    """
+    import numpy as np
+    from llama_cpp.llama import LlamaState
+
+    data = path.read_bytes()
+    if not data.startswith(_PREFIX_MAGIC):
+        raise ValueError("not a prefix state file")
+    at = len(_PREFIX_MAGIC)
+    header_len = int.from_bytes(data[at : at + 8], "little")
+    at += 8
+    try:
+        header = json.loads(data[at : at + header_len])
+        n, size, state_sha = int(header["n_tokens"]), int(header["state_size"]), str(header["state_sha256"])
+    except (ValueError, KeyError, TypeError) as err:
+        raise ValueError(f"bad header: {err}") from None
+    at += header_len
+    tokens, payload = data[at : at + 4 * n], data[at + 4 * n :]
+    if n != n_tokens or tokens != prefix_bytes:
+        raise ValueError("its tokens are not this prompt's")
+    if len(payload) != size or hashlib.sha256(payload).hexdigest() != state_sha:
+        raise ValueError("its state bytes do not match their checksum")
+    input_ids = np.zeros(llm.input_ids.shape, dtype=np.intc)
+    input_ids[:n] = np.frombuffer(tokens, dtype="<i4")
+    # One zero row broadcasts over the restored rows: without logits_all nothing reads them.
+    scores = np.zeros((1, llm.n_vocab()), dtype=np.single)
+    llm.load_state(LlamaState(input_ids, scores, n, payload, size, seed))
+    if llm.n_tokens != n or llm.input_ids[:n].astype("<i4").tobytes() != prefix_bytes:
+        llm.reset()
+        raise ValueError("the restored context does not hold the prefix")
+
+
+def _prune_prefix_states(folder: Path, keep: int) -> None:
+    """Delete all but the ``keep`` most recently used state files."""
+    files = []
+    for entry in folder.glob("*.state"):
+        try:
+            files.append((entry.stat().st_mtime_ns, entry))
+        except OSError:
+            continue
+    files.sort(reverse=True)
+    for _, old in files[keep:]:
+        old.unlink(missing_ok=True)
 
 
 def _perf(llm: Any) -> Any:
