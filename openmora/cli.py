@@ -76,7 +76,10 @@ def build_parser() -> argparse.ArgumentParser:
         "local-small (0.5B), openai (OPENMORA_OPENAI_MODEL, OPENAI_API_KEY, OPENMORA_OPENAI_BASE_URL), replay:FILE",
     )
     run.add_argument(
-        "--max-turns", type=int, default=DEFAULT_MAX_TURNS, help="group chat turn limit (default %(default)s)"
+        "--max-turns",
+        type=int,
+        default=DEFAULT_MAX_TURNS,
+        help="group chat turn limit per request (default 0: two turns per plan step plus six)",
     )
     plan = sub.add_parser(
         "plan",
@@ -120,7 +123,9 @@ def build_parser() -> argparse.ArgumentParser:
     chat.add_argument("--video", action="append", default=[], help="input video(s) for the first request")
     chat.add_argument("--seed", type=int, default=0, help="base random seed (default 0)")
     chat.add_argument("--segments", type=int, help="image-to-video segments for the first request")
-    chat.add_argument("--max-turns", type=int, default=DEFAULT_MAX_TURNS, help="group chat turn limit per request")
+    chat.add_argument(
+        "--max-turns", type=int, default=DEFAULT_MAX_TURNS, help="group chat turn limit per request (0: from the plan)"
+    )
     return parser
 
 
