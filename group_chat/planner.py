@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from openmora.errors import InputError, first_line
-from openmora.group_chat.checker import check_plan
+from openmora.group_chat.checker import MAX_TOTAL_SEGMENTS, check_plan
 from openmora.group_chat.plan import (
     MAX_SHOTS,
     TEMPLATES,
@@ -33,6 +33,7 @@ from openmora.group_chat.plan import (
     Plan,
     PlanStep,
     planner_schema,
+    seconds_for_segments,
     segments_for_seconds,
     template_plan,
     tool_catalog,
@@ -141,9 +142,17 @@ class Planner:
         return int(self.profile.role("image_to_video").params.get("num_frames", 25))
 
     def segments_for(self, seconds: float | None, default: int) -> int:
+        """Segments for ``seconds`` of video; a length beyond the longest video a plan may make is bad input."""
         if seconds is None or seconds <= 0:
             return default
-        return segments_for_seconds(seconds, self.profile.fps, self.frames_per_segment)
+        segments = segments_for_seconds(seconds, self.profile.fps, self.frames_per_segment)
+        if segments > MAX_TOTAL_SEGMENTS:
+            longest = seconds_for_segments(MAX_TOTAL_SEGMENTS, self.profile.fps, self.frames_per_segment)
+            raise InputError(
+                f"{seconds:g} seconds is longer than the longest video a plan makes on profile {self.profile.name} "
+                f"(at most {longest:.1f} s); ask for a shorter video"
+            )
+        return segments
 
     # ----- a new request ------------------------------------------------------------------------------------
     def template_for(self, req: Request, task: str | None = None) -> Plan:

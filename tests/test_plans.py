@@ -214,3 +214,10 @@ def test_plan_dry_run_prints_one_json_object_and_writes_nothing(tmp_path: Path, 
     assert list(tmp_path.iterdir()) == []
     assert main(["plan", "extend it", "--task", "extend"]) == 2  # no --video: bad input, one line
     assert "extend takes one --video" in capsys.readouterr().err
+
+
+def test_a_length_beyond_the_longest_video_is_one_line_of_bad_input(tmp_path: Path, capsys, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert main(["plan", "500 seconds of fireworks"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "500 seconds is longer than" in err and "at most" in err
