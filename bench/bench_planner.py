@@ -2,6 +2,7 @@
 
     python -m bench.bench_planner                       # replay, then local-small, then local
     python -m bench.bench_planner --backend local-small --limit 12
+    python -m bench.bench_planner --backend local --threads 1   # one llama.cpp thread, on a shared machine
 
 Every request (single-task, composite, story, revision, adversarial, unicode) has expected properties: the tools
 the plan must call in order (a subsequence), the segments it renders (from the user's seconds), the story's shots,
@@ -39,6 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from openmora.errors import InputError, first_line
 from openmora.group_chat import plan as plan_mod
 from openmora.group_chat.checker import check_plan
 from openmora.group_chat.plan import Plan, template_plan
@@ -64,7 +66,8 @@ class Case:
     ``args``: (tool, argument, value) that some step must have. ``words``: words some text argument must contain
     (case-insensitive; argument accuracy only). Revisions: ``base`` (a template plan), ``prompt``, ``changes``
     (accepted change kinds), ``shot``, ``ideal`` (the ideal revision reply, also the minimum re-run reference).
-    ``reply``: the ideal planner reply (JSON), scripted on the replay backend.
+    ``reply``: the ideal planner reply (JSON), scripted on the replay backend. ``refuse``: the request cannot be
+    planned and must be refused as bad input (one line naming the limit).
     """
 
     id: str
@@ -78,6 +81,7 @@ class Case:
     shots: int | None = None
     args: list[tuple[str, str, Any]] = field(default_factory=list)
     words: list[str] = field(default_factory=list)
+    refuse: bool = False  # the right answer is one line of bad input (InputError), not a plan
     base: Callable[[], Plan] | None = None
     prompt: str = ""
     changes: tuple[str, ...] = ()
@@ -506,9 +510,7 @@ def cases(seg: Callable[[float], int]) -> list[Case]:
             "adversarial",
             "500 seconds of fireworks",
             _tpl("text-to-video", "fireworks bursting over a city at night"),
-            tools=["image_to_video"],
-            segments=(1, 48),
-            words=["firework"],
+            refuse=True,
         )
     )
     c.append(
@@ -689,17 +691,39 @@ async def run_case(case: Case, client: Any, profile: Any) -> dict[str, Any]:
             tools=[s.tool for s in new.steps],
         )
     else:
-        plan = await planner.plan(case.text, has_image=case.has_image, n_videos=case.n_videos)
+        try:
+            plan: Plan | None = await planner.plan(case.text, has_image=case.has_image, n_videos=case.n_videos)
+            refused = ""
+        except InputError as err:
+            plan, refused = None, first_line(err)
         plans = [f for k, f in events if k == "plan" and f.get("attempt")]
         first = plans[0] if plans else {}
-        row.update(judge_plan(case, plan))
+        if plan is None:
+            # Refused as bad input: right only where the request cannot be planned (no plan, no arguments to judge).
+            why = [] if case.refuse else [f"refused: {refused}"]
+            row.update(right=not why, valid=False, why=why, tools=[], segments=0, arg_checks=[0, 0], refused=refused)
+        else:
+            row.update(judge_plan(case, plan))
+            if case.refuse:
+                row["right"] = False
+                row["why"] = ["planned a request that must be refused as bad input", *row["why"]]
+        source = plan.source if plan is not None else "refused"
         row.update(
-            source=plan.source,
+            source=source,
+            expect_refusal=case.refuse,
             valid_first=bool(first.get("valid")),
-            valid_after=plan.source in ("llm", "repaired"),
+            valid_after=source in ("llm", "repaired"),
             attempts=len(plans),
             problems_first=(first.get("problems") or [])[:3],
             raw_first=(first.get("raw") or "")[:600],
+            # Model-running steps of the plans the checker rejected: they never run (the tool counter shows it).
+            gpu_steps_rejected=sum(
+                1
+                for f in plans
+                if not f.get("valid")
+                for st in f.get("steps") or []
+                if st.get("tool") in plan_mod.TOOLS and plan_mod.TOOLS[st["tool"]].gpu
+            ),
         )
     row["llm_s"] = round(planner.llm_seconds, 3)
     row["wall_s"] = round(time.perf_counter() - start, 3)
@@ -724,17 +748,30 @@ def pick(all_cases: list[Case], limit: int | None) -> list[Case]:
     return out
 
 
+def llm_client(backend: str, threads: int) -> Any:
+    """The embedded model client: ``make_llm_client`` (llama.cpp threads = all cores), or the same client class
+    with ``threads`` llama.cpp threads. On a machine where other jobs run, llama.cpp's threads wait on each other:
+    on this 2-core machine with other LLM jobs running, one 0.5B plan took 7-9 s with one thread, 48-80 s with two."""
+    if threads <= 0:
+        return make_llm_client(backend)
+    make_llm_client(backend)  # the same checks (llama_cpp installed, the weights present); nothing is loaded yet
+    from openmora.llm.local import LocalLlamaClient
+
+    return LocalLlamaClient(backend, n_threads=threads)
+
+
 async def run_backend(
-    backend: str, limit: int | None, save: Callable[[dict[str, Any]], None] | None = None
+    backend: str, limit: int | None, save: Callable[[dict[str, Any]], None] | None = None, threads: int = 0
 ) -> dict[str, Any]:
     """Plan every chosen request with ``backend``; ``save`` gets the partial result after each request (a run
-    stopped part-way still leaves its figures, marked ``complete: false``)."""
+    stopped part-way still leaves its figures, marked ``complete: false``). ``threads``: llama.cpp threads (0: the
+    client's default, every core)."""
     profile = load_profile(PROFILE)
     seg = Planner(None, profile).segments_for
     chosen = pick(cases(lambda s: seg(s, 1)), limit)
     shared = None
     if backend != "replay":
-        shared = make_llm_client(backend)
+        shared = llm_client(backend, threads)
         from autogen_core.models import UserMessage
 
         await shared.create([UserMessage(content="Say OK.", source="user")])  # load the model outside the timings
@@ -754,7 +791,12 @@ async def run_backend(
             )
             if save is not None:
                 save({"figures": figures(rows, counter.gpu_calls), "per_request": rows, "complete": False})
-    return {"figures": figures(rows, counter.gpu_calls), "per_request": rows, "complete": len(rows) == len(chosen)}
+    return {
+        "figures": figures(rows, counter.gpu_calls),
+        "per_request": rows,
+        "complete": len(rows) == len(chosen),
+        "load_average_after": [round(x, 2) for x in os.getloadavg()],
+    }
 
 
 def _rate(xs: list[bool]) -> float | None:
@@ -763,22 +805,25 @@ def _rate(xs: list[bool]) -> float | None:
 
 def figures(rows: list[dict[str, Any]], gpu_calls: int) -> dict[str, Any]:
     plans = [r for r in rows if r["category"] != "revision"]
+    # A request that must be refused has no valid plan to make: it counts for "right", not for the plan rates.
+    plannable = [r for r in plans if not r.get("expect_refusal")]
+    own = [r for r in rows if not r.get("expect_refusal")]
     revs = [r for r in rows if r["category"] == "revision"]
     secs = [r["llm_s"] for r in rows]
     passed = sum(r["arg_checks"][0] for r in rows)
     total = sum(r["arg_checks"][1] for r in rows)
     return {
         "requests": len(rows),
-        "valid_before_repair": _rate([r["valid_first"] for r in plans]),
-        "valid_after_repair": _rate([r["valid_after"] for r in plans]),
+        "valid_before_repair": _rate([r["valid_first"] for r in plannable]),
+        "valid_after_repair": _rate([r["valid_after"] for r in plannable]),
         "template_fallbacks": sum(r["source"] == "template" for r in plans),
         "revision_replies_read": _rate([r["valid_first"] for r in revs]),
         "right": _rate([r["right"] for r in rows]),
         "right_by_category": {cat: _rate([r["right"] for r in rows if r["category"] == cat]) for cat in CATEGORIES},
         # The LLM's own plans only (a template fallback or the keyword reading of a revision is not the LLM's).
-        "right_own": _rate([r["right"] and r["source"] in ("llm", "repaired") for r in rows]),
+        "right_own": _rate([r["right"] and r["source"] in ("llm", "repaired") for r in own]),
         "right_own_by_category": {
-            cat: _rate([r["right"] and r["source"] in ("llm", "repaired") for r in rows if r["category"] == cat])
+            cat: _rate([r["right"] and r["source"] in ("llm", "repaired") for r in own if r["category"] == cat])
             for cat in CATEGORIES
         },
         "argument_accuracy": round(passed / total, 3) if total else None,
@@ -786,6 +831,7 @@ def figures(rows: list[dict[str, Any]], gpu_calls: int) -> dict[str, Any]:
         "revision_reruns_min": sum(r["reruns_min"] for r in revs),
         "llm_s_mean": round(statistics.mean(secs), 3) if secs else None,
         "llm_s_median": round(statistics.median(secs), 3) if secs else None,
+        "gpu_steps_in_rejected_plans": sum(r.get("gpu_steps_rejected", 0) for r in plans),
         "gpu_tool_calls_while_planning": gpu_calls,
     }
 
@@ -816,7 +862,8 @@ def table(results: dict[str, Any]) -> str:
     row("argument accuracy", lambda x: _pct(x["argument_accuracy"]))
     row("revision re-run steps (minimum)", lambda x: f"{x['revision_reruns']} ({x['revision_reruns_min']})")
     row("LLM s per request, mean / median", lambda x: f"{x['llm_s_mean']:.2f} / {x['llm_s_median']:.2f}")
-    row("GPU tool calls while planning", lambda x: str(x["gpu_tool_calls_while_planning"]))
+    row("model steps in rejected plans (never run)", lambda x: str(x.get("gpu_steps_in_rejected_plans", "-")))
+    row("GPU tool calls while planning (measured)", lambda x: str(x["gpu_tool_calls_while_planning"]))
     return "\n".join(lines)
 
 
@@ -843,6 +890,8 @@ def meta(command: str) -> dict[str, Any]:
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "git_commit": commit,
         "profile": PROFILE,
+        # Other jobs share the machine: the 1/5/15-minute load when the backend started (the LLM seconds depend on it).
+        "load_average": [round(x, 2) for x in os.getloadavg()],
     }
 
 
@@ -850,6 +899,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--backend", default="all", choices=(*BACKENDS, "all"))
     parser.add_argument("--limit", type=int, default=None, help="run the first N requests (round-robin by category)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="llama.cpp threads for the embedded models (default 0: make_llm_client's, every core); 1 on a shared "
+        "machine",
+    )
     args = parser.parse_args(argv)
     backends = list(BACKENDS) if args.backend == "all" else [args.backend]
     results: dict[str, Any] = {}
@@ -863,7 +919,8 @@ def main(argv: list[str] | None = None) -> int:
             results[name]["figures"] = figures(results[name]["per_request"], gpu)
     metas = metas if isinstance(metas, dict) and "by_backend" in metas else {"by_backend": {}}
     for backend in backends:
-        metas["by_backend"][backend] = meta(command.strip())
+        threads = None if backend == "replay" else args.threads or os.cpu_count()
+        metas["by_backend"][backend] = {**meta(command.strip()), "llama_threads": threads}
         metas.update(metas["by_backend"][backend])
 
         def save(result: dict[str, Any], backend: str = backend) -> None:
@@ -872,7 +929,7 @@ def main(argv: list[str] | None = None) -> int:
             text = json.dumps({**results, "_meta": metas}, indent=2, ensure_ascii=False) + "\n"
             OUT.write_text(text, encoding="utf-8")
 
-        save(asyncio.run(run_backend(backend, args.limit, save)))
+        save(asyncio.run(run_backend(backend, args.limit, save, args.threads)))
     print()
     print(table({k: v for k, v in results.items() if k in BACKENDS}))
     return 0
