@@ -204,9 +204,6 @@ class Plan:
         used = {int(s.id[1:]) for s in self.steps if re.fullmatch(r"s\d+", s.id)}
         return f"s{max(used, default=0) + 1}"
 
-    def consumers(self, step_id: str) -> list[PlanStep]:
-        return [s for s in self.steps if step_id in s.deps()]
-
     def assign_seeds(self, next_seed: Callable[[int], int]) -> None:
         """Give every step that runs a model and has no seed one: ``next_seed(n)`` hands out ``n`` consecutive seeds
         (an extension takes one per segment) and returns the first."""

@@ -61,16 +61,16 @@ def apply_revision(plan: Plan, rev: Revision, *, fps: int, frames_per_segment: i
     """The plan of the next request: ``plan`` edited by ``rev`` (``plan`` itself is not changed). Steps whose seed is
     cleared get new ones when the plan is adopted."""
     new = plan.copy()
-    new.source = "template" if plan.source == "template" else plan.source
     scope = _scope(new, rev.shot)
     motions = _motion_steps(new, scope)
     change = rev.change
     if change == "rewrite" and not any(_image_maker(new, m) for m in motions):
         change = "edit"  # the picture came from an input: change it by editing
-    if change in ("edit", "rewrite", "animate") and not motions:
-        change = "extend" if change == "animate" else change
-        if change != "extend":
+    if not motions:  # nothing was animated from a picture: the run joins or extends given clips
+        if change in ("edit", "rewrite"):
             raise InputError("this video has no picture to change (it joins or extends given clips); try 'extend it'")
+        if change == "animate":
+            change = "regenerate"  # new motion here is a new take of the model steps
     if change == "edit":
         for motion in motions[:1] if rev.shot is None else motions:
             eid = new.new_id()

@@ -189,9 +189,6 @@ class PlanState:
                 known[run.outputs[-1]] = TOOLS[s.tool].output
         return known
 
-    def step_of_final(self) -> PlanStep | None:
-        return next((s for s in self.plan.steps if s.id == self.plan.final), None)
-
     # ----- persistence --------------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         return {

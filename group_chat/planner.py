@@ -29,7 +29,6 @@ from openmora.group_chat.checker import MAX_TOTAL_SEGMENTS, check_plan
 from openmora.group_chat.plan import (
     MAX_SHOTS,
     TEMPLATES,
-    TOOLS,
     Plan,
     PlanStep,
     planner_schema,
@@ -180,30 +179,23 @@ class Planner:
             self._record_plan(plan, [], reason="no LLM: the template chosen by the request's words and inputs")
             return plan
         messages = [("system", PLANNER_SYSTEM.replace("TOOLS", tool_catalog())), ("user", _describe(req))]
-        raw, plan, problems = await self._ask_plan(messages, req)
-        if plan is not None:
-            plan.source = "llm"
-        self._record_plan(plan, problems, raw=raw, attempt=1)
-        if plan is not None and not problems:
-            return plan
-        messages += [
-            ("assistant", raw),
-            (
-                "user",
-                "That plan cannot run: "
-                + "; ".join(problems or ["it is not valid JSON of the asked shape"])
-                + ". Write the corrected plan (JSON only).",
-            ),
-        ]
-        raw2, plan2, problems2 = await self._ask_plan(messages, req)
-        if plan2 is not None:
-            plan2.source = "repaired"
-        self._record_plan(plan2, problems2, raw=raw2, attempt=2)
-        if plan2 is not None and not problems2:
-            return plan2
+        raw, problems = "", []
+        for attempt, source in ((1, "llm"), (2, "repaired")):
+            if attempt == 2:  # the repair round: the problems, in words
+                reason = "; ".join(problems or ["it is not valid JSON of the asked shape"])
+                messages += [
+                    ("assistant", raw),
+                    ("user", f"That plan cannot run: {reason}. Write the corrected plan (JSON only)."),
+                ]
+            raw, plan, problems = await self._ask_plan(messages, req)
+            if plan is not None:
+                plan.source = source  # type: ignore[assignment]
+            self._record_plan(plan, problems, raw=raw, attempt=attempt)
+            if plan is not None and not problems:
+                return plan
         fallback = self.template_for(req)
         fallback.source = "template"
-        fallback.notes.append("the LLM's plan could not run after one repair: " + "; ".join(problems2)[:300])
+        fallback.notes.append("the LLM's plan could not run after one repair: " + "; ".join(problems)[:300])
         self._record_plan(fallback, [], reason="fallback: the request's template")
         return fallback
 
@@ -410,7 +402,3 @@ def _json_object(raw: str) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ValueError("the reply is not a JSON object")
     return data
-
-
-def step_tools() -> list[str]:
-    return list(TOOLS)

@@ -173,7 +173,7 @@ class GroupChatSession:
         state: the plan state (adopted plan; new, or loaded for resume).
         planner: plans, revisions and reviews (its client is the planner's).
         max_turns: the turn limit of one request (0: two per step plus a few).
-        llm: the LLM's name, part of the content key of a prompt it writes.
+        executor: runs the steps (its context keys prompts by the LLM that writes them); default: a new one.
     """
 
     def __init__(
@@ -185,7 +185,7 @@ class GroupChatSession:
         planner: Planner,
         max_turns: int = DEFAULT_MAX_TURNS,
         on_event: EventSink | None = None,
-        llm: str = "",
+        executor: PlanExecutor | None = None,
         describe_plan: Callable[[], str] | None = None,
     ) -> None:
         self.ctx = ctx
@@ -203,7 +203,7 @@ class GroupChatSession:
         self.turns = 0
         self.current_candidates: list[str] = []
         self._seen: set[str] = set()
-        self.executor = PlanExecutor(ctx, transcript, state, context={"prompt_writer": llm})
+        self.executor = executor or PlanExecutor(ctx, transcript, state)
         self.team = self._build_team()
 
     # ----- building -----------------------------------------------------------------------------------------

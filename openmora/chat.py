@@ -26,7 +26,7 @@ from openmora.fileio import atomic_writer
 from openmora.group_chat.checker import PlanError, check_plan
 from openmora.group_chat.executor import STATE_FILE, PlanExecutor
 from openmora.group_chat.plan import Plan
-from openmora.group_chat.plan_state import PlanState
+from openmora.group_chat.plan_state import FINISHED, PlanState
 from openmora.group_chat.planner import Planner, Request
 from openmora.group_chat.plans import check_prompt_length, check_task_inputs
 from openmora.group_chat.session import GroupChatSession
@@ -130,6 +130,7 @@ class ChatSession:
         self.ctx: ToolContext | None = None
         self.state: PlanState | None = None
         self.group: GroupChatSession | None = None
+        self._exec: PlanExecutor | None = None
         self.result: RunResult | None = None
         self._wall = 0.0
         self._guarded = False
@@ -269,11 +270,21 @@ class ChatSession:
         from openmora.estimates import estimate
 
         state = self._state
-        return estimate(state.plan, self.orch.profile, skip=_reusable(state, self._store))
+        finished = {s.id for s in state.plan.steps if state.run_of(s.id).status in FINISHED}
+        return estimate(state.plan, self.orch.profile, skip=finished)
+
+    def _executor(self) -> PlanExecutor:
+        """The executor of the current plan state (one per state: resume makes a new state). Prompts are keyed by
+        the LLM that writes them."""
+        if self._exec is None or self._exec.state is not self.state:
+            self._exec = PlanExecutor(self.ctx, self.transcript, self.state, context={"prompt_writer": self.orch.llm})
+        return self._exec
 
     def _announce_plan(self) -> None:
-        """The plan and its estimate, in the transcript (and so in the chat and the CLI) before the render."""
+        """The plan and its estimate, in the transcript (and so in the chat and the CLI) before the render. Steps the
+        step cache holds are completed first, so the estimate counts only what will run."""
         state = self._state
+        self._executor().reuse_ready()
         est = self.estimate()
         self._transcript.record(
             "note",
@@ -294,7 +305,7 @@ class ChatSession:
                 self._planner(),
                 max_turns=self.orch.max_turns,
                 on_event=self._emit,
-                llm=self.orch.llm,
+                executor=self._executor(),
             )
         return self.group
 
@@ -306,8 +317,7 @@ class ChatSession:
 
     async def _execute(self, client: Any, request: str | None) -> None:
         if client is None:
-            executor = PlanExecutor(self.ctx, self.transcript, self.state)
-            await asyncio.to_thread(executor.run_all, self.orch.story_overlap)
+            await asyncio.to_thread(self._executor().run_all, self.orch.story_overlap)
             return
         self._preload()
         await self._group_chat().run(request)
@@ -547,11 +557,6 @@ def current_prompt(state: PlanState) -> str:
             if isinstance(value, str) and value and not value.startswith("$"):
                 return value
     return state.prompt
-
-
-def _reusable(state: PlanState, store: ArtifactStore) -> set[str]:
-    """Ids of the plan's steps that are done or expected to come from the step cache (not part of the estimate)."""
-    return {s.id for s in state.plan.steps if state.run_of(s.id).status in ("done", "reused")}
 
 
 def _thumbnail(store: ArtifactStore, size: int = 256) -> Any:

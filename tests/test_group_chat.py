@@ -428,3 +428,28 @@ def test_bad_replay_file_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixtu
     err = capsys.readouterr().err.strip()
     assert code == 2 and "not valid JSON" in err and len(err.splitlines()) == 1
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.integration
+def test_a_revisions_estimate_counts_only_the_steps_that_will_run(tmp_path: Path, monkeypatch) -> None:
+    from openmora.estimates import StepCosts, estimate
+    from openmora.group_chat.plan import Plan
+
+    # The figures stay as they are during the test (each step would fold its own time into them).
+    monkeypatch.setattr(StepCosts, "record", lambda self, *a, **k: 0.0)
+
+    async def go():
+        s = Orchestrator().chat_session()
+        await s.start("text-to-video", prompt="a kite", segments=2, out=tmp_path / "r")
+        await s.revise("extend it by two seconds")
+        s.close()
+        return s
+
+    s = asyncio.run(go())
+    notes = [e for e in events(s.run_dir) if e["type"] == "note" and "estimate_s" in e]
+    plan = s.state.plan
+    new = plan.step(plan.final)
+    assert new.tool == "extend_video"
+    # The revision's plan was announced after the cache completed every unchanged step: only the extension is left.
+    assert notes[-1]["estimate_s"] == pytest.approx(estimate(Plan([new]), s.orch.profile))
+    assert notes[-1]["estimate_s"] < estimate(plan, s.orch.profile)
