@@ -14,8 +14,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ from openmora.group_chat.checker import check_call
 from openmora.group_chat.plan import TOOLS, PlanStep
 from openmora.group_chat.plan_state import PlanState, write_state
 from openmora.group_chat.transcript import Transcript, record_tool_call
+from openmora.quality.gate import GATED_TOOLS, GateSettings, Take, best_take, gate_rule, take_seed
 from openmora.tools.context import ToolContext, ToolResult
 from openmora.tools.enhance_prompt import enhance_prompt
 
@@ -49,6 +51,12 @@ class StepOutcome:
     text: str  # the line the chat shows
     reused: bool = False
     seconds: float = 0.0
+    takes: list[Take] = field(default_factory=list)
+
+
+# The planner's decision on a step whose best take is under the gate: (step, takes so far, retakes so far) ->
+# ("retake" | "accept", reason).
+Judge = Callable[[PlanStep, list[Take], int], tuple[str, str]]
 
 
 class PlanExecutor:
@@ -56,6 +64,9 @@ class PlanExecutor:
 
     Args:
         context: what else a step's output depends on (e.g. the LLM that writes prompts), part of its content key.
+        gate: how many takes each step renders and the quality under which the planner is asked for another.
+        judge: the planner's decision on a step under the gate (default: the rule of
+            :func:`openmora.quality.gate.gate_rule`).
     """
 
     def __init__(
@@ -64,11 +75,16 @@ class PlanExecutor:
         transcript: Transcript,
         state: PlanState,
         context: dict[str, Any] | None = None,
+        gate: GateSettings | None = None,
+        judge: Judge | None = None,
     ) -> None:
         self.ctx = ctx
         self.transcript = transcript
         self.state = state
         self.context = {"profile": ctx.profile.name, **(context or {})}
+        self.gate = gate or GateSettings()
+        self.scored: dict[str, Any] = {}  # artifact id -> (metrics, features): the run's report reuses them
+        self.judge: Judge = judge or (lambda _step, takes, retakes: gate_rule(takes, self.gate, retakes))
         self._lock = threading.RLock()  # steps of different lanes finish in worker threads
 
     @property
@@ -89,6 +105,10 @@ class PlanExecutor:
         context = dict(self.context)
         if step.tool != "enhance_prompt":
             context.pop("prompt_writer", None)  # only prompts depend on who writes them
+        takes = self.gate.takes_for(step.tool, step.best_of)
+        if takes > 1 or (step.tool in GATED_TOOLS and self.gate.min_quality is not None):
+            # the kept take depends on how many were rendered and on the gate (keys of single takes stay as they were)
+            context["takes"] = [takes, self.gate.min_quality, self.gate.max_retakes]
         return self.state.key(step, resolved, self._digest, context)
 
     def reuse(self, step: PlanStep, by: str = "") -> StepOutcome | None:
@@ -158,13 +178,14 @@ class PlanExecutor:
         loads_before = self.ctx.loader.load_seconds
         start = time.perf_counter()
         args = dict(resolved)
+        takes: list[Take] = []
         try:
             if step.tool == "enhance_prompt":
                 text = prompt_text if prompt_text else enhance_prompt(**args)
                 outputs: list[str] = []
                 result: Any = text
             else:
-                result = TOOLS[step.tool].fn(self.ctx, **args)
+                result, takes = self._render(step, args, by)
                 outputs, text = list(result.outputs), ""
         except BaseException as err:
             seconds = time.perf_counter() - start
@@ -177,12 +198,105 @@ class PlanExecutor:
         seconds = time.perf_counter() - start
         self._record_cost(step, seconds - (self.ctx.loader.load_seconds - loads_before))
         # Plan state first (saved once the outputs are on disk): an interruption after that never re-runs the step.
+        kept = next((t for t in takes if t.kept), None)
         with self._lock:
-            self.state.record_done(step, outputs, text, by=by, key=key)
+            self.state.record_done(step, outputs, text, by=by, key=key, takes=[t.to_dict() for t in takes])
             self.save_state()
-        record_tool_call(self.transcript, by, step.tool, args, result=result, seconds=seconds, **_step_fields(step))
+        if len(takes) > 1 and kept is not None:
+            self.ctx.store.update_meta(
+                takes={**self.ctx.store.meta.get("takes", {}), outputs[-1]: [t.to_dict() for t in takes]}
+            )
+        fields = _step_fields(step)
+        if kept is not None and kept.scores:
+            fields["scores"] = kept.scores
+        if len(takes) > 1:
+            fields["takes"] = [t.to_dict() for t in takes]
+        record_tool_call(
+            self.transcript,
+            by,
+            step.tool,
+            args | {"seed": kept.seed} if kept else args,
+            result=result,
+            seconds=seconds,
+            **fields,
+        )
         line = f"prompt: {text}" if step.tool == "enhance_prompt" else result.text
-        return StepOutcome(step, outputs, f"{step.id} {step.tool}: {line}", seconds=seconds)
+        if kept is not None and kept.scores:
+            line += (
+                f" (quality {kept.overall:.2f}" + (f", the best of {len(takes)} takes" if len(takes) > 1 else "") + ")"
+            )
+        return StepOutcome(step, outputs, f"{step.id} {step.tool}: {line}", seconds=seconds, takes=takes)
+
+    # ----- takes and the quality gate ------------------------------------------------------------------------
+    def _render(self, step: PlanStep, args: dict[str, Any], by: str) -> tuple[ToolResult, list[Take]]:
+        """Run a step's tool: once, or as best-of-N takes with seeds ``take_seed(seed, k)``, each scored, the best
+        kept; a best take under the gate goes to the planner (``judge``), which may ask for another."""
+        fn = TOOLS[step.tool].fn
+        if step.tool not in GATED_TOOLS or args.get("seed") is None:
+            return fn(self.ctx, **args), []
+        n = self.gate.takes_for(step.tool, step.best_of)
+        takes: list[Take] = []
+        results: list[ToolResult] = []
+        retakes = 0
+        while True:
+            for _ in range(n if not takes else 1):
+                k = len(takes)
+                seed = take_seed(args["seed"], k)
+                result = fn(self.ctx, **{**args, "seed": seed})
+                scores = self.score(result.outputs[-1])
+                takes.append(Take(k, seed, list(result.outputs), scores.get("overall", 0.0), scores))
+                results.append(result)
+                if n > 1 or self.gate.min_quality is not None:  # takes the planner weighs
+                    self.transcript.record(
+                        "take",
+                        agent=by,
+                        tool=step.tool,
+                        plan_step=step.id,
+                        take=k,
+                        seed=seed,
+                        outputs=list(result.outputs),
+                        scores=scores,
+                        result=result.text,
+                    )
+            if self.gate.min_quality is None or max(t.overall for t in takes) >= self.gate.min_quality:
+                break
+            action, reason = self.judge(step, takes, retakes)
+            self.transcript.record(
+                "planner",
+                agent="planner",
+                decision="quality",
+                candidates=["retake", "accept"],
+                chosen=action,
+                reason=reason,
+                step_id=step.id,
+                scores=[t.overall for t in takes],
+                request=self.state.request,
+            )
+            if action != "retake" or retakes >= self.gate.max_retakes:
+                break
+            retakes += 1
+        best = best_take(takes)
+        return results[best.index], takes
+
+    def score(self, artifact_id: str) -> dict[str, float]:
+        """An artifact's quality summary (``overall`` and each metric's value), recorded on it in the manifest. A
+        failure to score is logged and gives ``{}`` (the take then ranks last): scoring never fails a run."""
+        from openmora.quality.score import score_frames, score_image, summary
+
+        store = self.ctx.store
+        try:
+            art = store.get(artifact_id)
+            if art.kind == "image":
+                scored = score_image(store.image(artifact_id))
+            else:
+                fps = float(art.fps or self.ctx.profile.fps)
+                scored = score_frames(store.frames(artifact_id), fps, art.joins, known=self.scored, key=artifact_id)
+            values = summary(scored)
+        except Exception as err:  # noqa: BLE001 - a metric's failure must not lose the render
+            logger.warning("could not score %s: %s", artifact_id, first_line(err))
+            return {}
+        store.set_scores(artifact_id, values)
+        return values
 
     def run_all(self, overlap: bool = True) -> str | None:
         """Run every pending step; steps of different lanes (prompt, image, video, connect) whose inputs exist run

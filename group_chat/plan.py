@@ -154,6 +154,7 @@ class PlanStep:
     args: dict[str, Any] = field(default_factory=dict)
     agent: str = ""
     shot: int | None = None  # a story's shot (1-based), for revisions that name one
+    best_of: int | None = None  # takes to render and score, the best kept (None: the profile's / command's)
 
     def __post_init__(self) -> None:
         if not self.agent and self.tool in TOOLS:
@@ -176,6 +177,8 @@ class PlanStep:
         out: dict[str, Any] = {"id": self.id, "agent": self.agent, "tool": self.tool, "args": dict(self.args)}
         if self.shot is not None:
             out["shot"] = self.shot
+        if self.best_of is not None:
+            out["best_of"] = self.best_of
         return out
 
 
@@ -229,7 +232,7 @@ class Plan:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Plan:
         steps = [
-            PlanStep(s["id"], s["tool"], dict(s.get("args", {})), s.get("agent", ""), s.get("shot"))
+            PlanStep(s["id"], s["tool"], dict(s.get("args", {})), s.get("agent", ""), s.get("shot"), s.get("best_of"))
             for s in data.get("steps", [])
         ]
         return cls(

@@ -38,6 +38,7 @@ class StepRun:
     attempts: int = 0
     key: str = ""
     error: str = ""
+    takes: list[dict[str, Any]] = field(default_factory=list)  # best-of-N: every take's seed, outputs, scores
 
 
 @dataclass
@@ -151,11 +152,20 @@ class PlanState:
 
     # ----- updates ------------------------------------------------------------------------------------------
     def record_done(
-        self, step: PlanStep, outputs: list[str], text: str = "", by: str = "", key: str = "", reused: bool = False
+        self,
+        step: PlanStep,
+        outputs: list[str],
+        text: str = "",
+        by: str = "",
+        key: str = "",
+        reused: bool = False,
+        takes: list[dict[str, Any]] | None = None,
     ) -> None:
         run = self.run_of(step.id)
         run.status = "reused" if reused else "done"
         run.outputs, run.text, run.by, run.key, run.error = list(outputs), text, by or step.agent, key, ""
+        if takes is not None:
+            run.takes = list(takes)
         if key:
             self.cache[key] = {"outputs": list(outputs), "text": text}
         if step.id == self.plan.final and outputs:

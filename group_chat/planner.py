@@ -41,6 +41,7 @@ from openmora.group_chat.plan_edits import apply_revision
 from openmora.group_chat.revisions import Revision, guess_revision, parse_seconds
 from openmora.llm.structured import response_format_for
 from openmora.profiles import Profile
+from openmora.quality.gate import GateSettings, Take, gate_rule
 
 PLAN_MAX_TOKENS = 700
 _DW = re.compile(r"\b(digital[- ]world|minecraft|voxel|video game)\b", re.I)
@@ -101,6 +102,15 @@ REVISION_SCHEMA: dict[str, Any] = {
         "seconds": {"type": "number", "minimum": 0},
     },
     "required": ["change", "text"],
+}
+QUALITY_SYSTEM = """You are the planner of a video-making team. A step's result scored under the quality gate.
+Reply with JSON only: {"action": ACTION, "reason": "..."} where ACTION is:
+- retake: render the step again with another seed (when a better take is likely)
+- accept: keep the best take so far"""
+QUALITY_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {"action": {"enum": ["retake", "accept"]}, "reason": {"type": "string"}},
+    "required": ["action", "reason"],
 }
 REVIEW_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -293,6 +303,33 @@ class Planner:
             fallback_used=how != "LLM",
         )
         return edited, rev
+
+    # ----- the quality gate ---------------------------------------------------------------------------------
+    async def review_takes(
+        self, step: PlanStep, takes: list[Take], gate: GateSettings, retakes: int
+    ) -> tuple[str, str]:
+        """A step whose best take scored under the gate: ("retake" | "accept", reason). The LLM decides from the
+        takes' scores; without one (or past ``gate.max_retakes``) the rule of :func:`gate_rule` does."""
+        if self.client is None or retakes >= gate.max_retakes:
+            return gate_rule(takes, gate, retakes)
+        lines = [
+            f"take {t.index + 1} (seed {t.seed}): " + ", ".join(f"{k} {v:.2f}" for k, v in t.scores.items())
+            for t in takes
+        ]
+        question = (
+            f"Step {step.id} ({step.tool}) made {len(takes)} take(s); the gate asks for overall >= "
+            f"{gate.min_quality:.2f} (0..1, higher is better); {gate.max_retakes - retakes} retake(s) left.\n"
+            + "\n".join(lines)
+        )
+        raw = await self._complete([("system", QUALITY_SYSTEM), ("user", question)], QUALITY_SCHEMA, "quality")
+        try:
+            data = _json_object(raw)
+            action, reason = str(data["action"]), str(data.get("reason", ""))
+            if action not in ("retake", "accept"):
+                raise ValueError(action)
+        except (ValueError, KeyError, TypeError):
+            return gate_rule(takes, gate, retakes)
+        return action, reason or f"the planner's call on overall {max(t.overall for t in takes):.2f}"
 
     # ----- failures -----------------------------------------------------------------------------------------
     async def review(self, step: PlanStep, error: str, attempts: int) -> tuple[str, str]:

@@ -43,6 +43,7 @@ from openmora.group_chat.plan_state import PlanState
 from openmora.group_chat.planner import Planner
 from openmora.group_chat.transcript import Transcript
 from openmora.llm.clients import supports_choices
+from openmora.quality.gate import Take
 from openmora.tools.context import ToolContext
 
 logger = logging.getLogger(__name__)
@@ -370,6 +371,16 @@ class GroupChatSession:
     async def run_stream(self, task: str | None) -> AsyncIterator[BaseAgentEvent | BaseChatMessage | TaskResult]:
         """Run the team on ``task`` (``None`` continues the current thread, e.g. after resume)."""
         self.announced, self.finished, self.turns, self.stop_reason = False, None, 0, ""
+        loop = asyncio.get_running_loop()
+
+        def judge(step: PlanStep, takes: list[Take], retakes: int) -> tuple[str, str]:
+            # the executor runs in a worker thread; the planner's LLM call belongs to the chat's event loop
+            future = asyncio.run_coroutine_threadsafe(
+                self.planner.review_takes(step, takes, self.executor.gate, retakes), loop
+            )
+            return future.result()
+
+        self.executor.judge = judge
         async for item in self.team.run_stream(task=task):
             if isinstance(item, BaseChatMessage | BaseAgentEvent) and self.on_event:
                 self.on_event({"type": "chat", "source": item.source, "text": item.to_text()[:500]})

@@ -70,6 +70,11 @@ class Artifact:
     fps: float | None = None
     frames_path: str | None = None
     created: str = ""
+    # Where the clip's pieces meet: one {"frame": index of the first frame after the join, "kind": "segment" |
+    # "transition" | "shot", "before": ..., "after": ...} per join, in frame order (what `openmora score` checks).
+    joins: list[dict[str, Any]] = field(default_factory=list)
+    # Quality scores once measured (openmora.quality): "overall" and each metric's value.
+    scores: dict[str, float] = field(default_factory=dict)
 
     def summary(self) -> str:
         """A one-line description for the chat and the transcript."""
@@ -79,6 +84,26 @@ class Artifact:
         else:
             what = f"image {self.width}x{self.height}"
         return f"{self.id}: {what}" + (f" - {self.description}" if self.description else "")
+
+
+def piece_joins(pieces: list[tuple[str, int, list[dict[str, Any]]]], kind: str | list[str]) -> list[dict[str, Any]]:
+    """The joins of a clip made of ``pieces`` played end to end, each ``(label, frames, its own joins)``: every
+    piece's joins shifted to where it starts, and one join of ``kind`` (or ``kind[i - 1]`` before piece ``i``)
+    between neighbours.
+
+    Example:
+        >>> [j["frame"] for j in piece_joins([("a", 8, []), ("b", 7, [{"frame": 3, "kind": "segment"}])], "shot")]
+        [8, 11]
+    """
+    out: list[dict[str, Any]] = []
+    start = 0
+    for i, (label, n, own) in enumerate(pieces):
+        if i:
+            what = kind if isinstance(kind, str) else kind[i - 1]
+            out.append({"frame": start, "kind": what, "before": pieces[i - 1][0], "after": label})
+        out += [dict(j, frame=int(j["frame"]) + start) for j in own]
+        start += n
+    return out
 
 
 def _sha256(path: Path) -> str:
@@ -165,9 +190,10 @@ class ClipStream:
         seed: int | None = None,
         seconds: float = 0.0,
         description: str = "",
+        joins: list[dict[str, Any]] | None = None,
     ) -> Artifact:
         """Record the clip and return it at once; its files are finished in the background
-        (:meth:`ArtifactStore.flush` waits for them)."""
+        (:meth:`ArtifactStore.flush` waits for them). ``joins``: where its pieces meet (:attr:`Artifact.joins`)."""
         if not self._pieces:
             self.abort()
             raise ValueError(f"{self.id} has no frames: append at least one before closing it")
@@ -191,6 +217,7 @@ class ClipStream:
             fps=self.fps,
             frames_path=self.rel_frames,
             created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            joins=list(joins or []),
         )
         sinks = self._sinks
 
@@ -466,13 +493,14 @@ class ArtifactStore:
         seed: int | None = None,
         seconds: float = 0.0,
         description: str = "",
+        joins: list[dict[str, Any]] | None = None,
     ) -> Artifact:
         """Record a clip (H.264 MP4 plus a lossless frame copy) and return it at once; its files are encoded in the
         background. To encode while the frames are still being made, use :meth:`open_video`."""
         stream = self.open_video(fps)
         stream.append(frames)
         return stream.close(
-            tool=tool, parents=parents, params=params, seed=seed, seconds=seconds, description=description
+            tool=tool, parents=parents, params=params, seed=seed, seconds=seconds, description=description, joins=joins
         )
 
     def open_video(self, fps: float) -> ClipStream:
@@ -605,6 +633,12 @@ class ArtifactStore:
             run()
             return
         self._writer.submit(run)
+
+    def set_scores(self, artifact_id: str, scores: dict[str, float]) -> None:
+        """Record an artifact's quality scores (in the manifest once its files are on disk)."""
+        with self._lock:
+            self.get(artifact_id).scores = {k: round(float(v), 4) for k, v in scores.items()}
+            self._save()
 
     def update_meta(self, **values: Any) -> None:
         with self._lock:

@@ -271,14 +271,26 @@ class ChatSession:
 
         state = self._state
         finished = {s.id for s in state.plan.steps if state.run_of(s.id).status in FINISHED}
-        return estimate(state.plan, self.orch.profile, skip=finished)
+        return estimate(state.plan, self.orch.profile, skip=finished, takes=self.orch.gate.takes_for)
 
     def _executor(self) -> PlanExecutor:
         """The executor of the current plan state (one per state: resume makes a new state). Prompts are keyed by
         the LLM that writes them."""
         if self._exec is None or self._exec.state is not self.state:
-            self._exec = PlanExecutor(self.ctx, self.transcript, self.state, context={"prompt_writer": self.orch.llm})
+            self._exec = PlanExecutor(
+                self.ctx,
+                self.transcript,
+                self.state,
+                context={"prompt_writer": self.orch.llm},
+                gate=self.orch.gate,
+                judge=self._judge_without_chat,
+            )
         return self._exec
+
+    def _judge_without_chat(self, step: Any, takes: list[Any], retakes: int) -> tuple[str, str]:
+        """The planner's quality decision when no chat runs (``--llm none``, whose executor runs in a worker thread
+        with no event loop; the chat installs its own judge that asks the planner's LLM)."""
+        return asyncio.run(self._planner().review_takes(step, takes, self.orch.gate, retakes))
 
     def _announce_plan(self) -> None:
         """The plan and its estimate, in the transcript (and so in the chat and the CLI) before the render. Steps the
@@ -462,6 +474,14 @@ class ChatSession:
         }
         busy = timings["load_s"] + timings["generate_s"] + timings["encode_wait_s"] + timings["llm_s"]
         timings["other_s"] = max(0.0, timings["wall_s"] - busy)
+        store.update_meta(status="done", final=final_id, final_video="final.mp4", timings=timings, error=None)
+        if self.orch.report:  # scored and reported before the last line, which then counts that time too
+            report_start = time.perf_counter()
+            self._write_report()
+            timings["report_s"] = time.perf_counter() - report_start
+            self._wall += timings["report_s"]
+            timings["wall_s"] = self._wall
+            store.update_meta(timings=timings)
         self._transcript.record(
             "run_end",
             agent="orchestrator",
@@ -471,7 +491,6 @@ class ChatSession:
             final="final.mp4",
             timings=timings,
         )
-        store.update_meta(status="done", final=final_id, final_video="final.mp4", timings=timings, error=None)
         self.result = RunResult(
             run_dir=out,
             final_video=final,
@@ -481,6 +500,28 @@ class ChatSession:
             timings=timings,
         )
         return self.result
+
+    def _write_report(self) -> None:
+        """Score the run and write scores.json and report.html (a failure is a note: the video is made)."""
+        from openmora.quality.report import write_report
+        from openmora.quality.score import score_run
+
+        start = time.perf_counter()
+        try:
+            scores = score_run(self._store.run_dir, frames=self._store.frames, known=self._executor().scored)
+            report = write_report(self._store.run_dir, scores)
+        except Exception as err:  # noqa: BLE001 - the run's video exists; the report is extra
+            logger.warning("could not write the run's report: %s", first_line(err))
+            self._transcript.record("note", agent="orchestrator", text=f"no report: {first_line(err)}")
+            return
+        final = next((c for c in scores["clips"] if c["id"] == scores.get("final")), None)
+        self._transcript.record(
+            "note",
+            agent="orchestrator",
+            text=f"scored and reported in {time.perf_counter() - start:.1f}s"
+            + (f": final video quality {final['overall']:.2f}" if final else "")
+            + f"; report: {report.name}",
+        )
 
 
 async def _plan(
@@ -513,7 +554,7 @@ async def _plan(
     problems = check_plan(plan, has_image=has_image, n_videos=n_videos)
     if problems:
         raise PlanError(problems)
-    return PlannedRun(plan, estimate(plan, profile), profile.name, events, client, segments)
+    return PlannedRun(plan, estimate(plan, profile, takes=orch.gate.takes_for), profile.name, events, client, segments)
 
 
 async def plan_request(

@@ -81,6 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULT_MAX_TURNS,
         help="group chat turn limit per request (default 0: two turns per plan step plus six)",
     )
+    _quality_options(run)
     plan = sub.add_parser(
         "plan",
         help="print the checked plan of a request and its estimated seconds, without rendering",
@@ -94,12 +95,31 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--segments", type=int, help="image-to-video segments (default: from the request's words)")
     plan.add_argument("--profile", default="tiny", help="model profile whose costs the estimate uses (default tiny)")
     plan.add_argument("--fast", action="store_true", help=fast_help)
+    plan.add_argument("--best-of", type=int, default=1, metavar="N", help="takes per rendering step (as for run)")
     plan.add_argument("--llm", default=current().llm or "none", help="as for run (default: none, the templates)")
     plan.add_argument(
         "--json",
         action="store_true",
         help='print one JSON object: {"steps": [{"id", "agent", "tool", "args"}], "estimate_s", "source"}',
     )
+    score = sub.add_parser(
+        "score",
+        help="measure a run folder's or a video file's quality: per clip and per join",
+        description="Score PATH (a run folder: every clip and every join its tools recorded, written to scores.json "
+        "and report.html there; or any video file: the clip and the hard cuts found in it). Weight-free metrics: "
+        "VBench's temporal flickering, estimators of motion smoothness, dynamic degree and imaging quality "
+        "(BRISQUE), seam continuity at joins, Mora's TCON/Tmean (OPENMORA_DINO / OPENMORA_CLIP: local model "
+        "folders for the feature extractor).",
+    )
+    score.add_argument("path", metavar="PATH", help="a run folder or a video file")
+    score.add_argument("--json", action="store_true", help="print the scores as one JSON object")
+    report = sub.add_parser(
+        "report",
+        help="write a run folder's report.html (plan, contact sheets, metric plots, joins, timings)",
+        description="Write RUN/report.html: self-contained and offline (open it in a browser). Scores the run first "
+        "when it has no scores.json.",
+    )
+    report.add_argument("run", metavar="RUN", help="a run folder")
     chat = sub.add_parser(
         "chat",
         help="talk with the team: a request, then revisions ('darker', 'extend it by two seconds')",
@@ -126,7 +146,28 @@ def build_parser() -> argparse.ArgumentParser:
     chat.add_argument(
         "--max-turns", type=int, default=DEFAULT_MAX_TURNS, help="group chat turn limit per request (0: from the plan)"
     )
+    _quality_options(chat)
     return parser
+
+
+def _quality_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--best-of",
+        type=int,
+        default=1,
+        metavar="N",
+        help="render N takes of every step that renders (different seeds), score them, keep the best (default 1)",
+    )
+    parser.add_argument(
+        "--min-quality",
+        type=float,
+        metavar="X",
+        help="a step whose best take scores under X (overall, 0..1) goes to the planner, which may ask for another "
+        "take (default: the profile's; none: never)",
+    )
+    parser.add_argument(
+        "--no-report", action="store_true", help="skip scoring the run and writing report.html at the end"
+    )
 
 
 class _CliProgress:
@@ -215,6 +256,14 @@ class _CliProgress:
                     self.console.print(f"     {e['result']}", style="dim")
             elif e["type"] == "note":
                 self.console.print(f"     note: {e['text']}", style="yellow")
+            elif e["type"] == "take":
+                overall = (e.get("scores") or {}).get("overall")
+                shown = f"quality {overall:.2f}" if isinstance(overall, int | float) else "not scored"
+                self.console.print(
+                    f"[{e['step']}] {e['agent']}: {e['tool']} take {e['take'] + 1} (seed {e['seed']}) -> "
+                    f"{', '.join(e.get('outputs') or [])}: {shown}",
+                    style="dim",
+                )
 
 
 def _configure_logging(verbosity: int) -> None:
@@ -311,6 +360,31 @@ def _print_plan(args: argparse.Namespace, orch: Orchestrator) -> int:
     return 0
 
 
+def _quality(args: argparse.Namespace) -> int:
+    """``openmora score`` and ``openmora report``: no model, no LLM."""
+    from pathlib import Path
+
+    from openmora.quality.report import write_report
+    from openmora.quality.score import format_table, score_path, to_json
+    from openmora.replay import SCORES, RunNotFoundError, UnsafePathError
+
+    try:
+        if args.command == "score":
+            scores = score_path(args.path)
+            if scores["source"] == "run":
+                report = write_report(args.path, scores)
+                print(f"wrote {report.parent / SCORES} and {report}", file=sys.stderr)
+            print(to_json(scores) if args.json else format_table(scores))
+            return 0
+        # a run scored before keeps its scores; one never scored is scored first
+        scores = None if (Path(args.run) / SCORES).is_file() else score_path(args.run)
+        print(write_report(args.run, scores))
+        return 0
+    except (InputError, RunNotFoundError, UnsafePathError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -318,6 +392,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     _configure_logging(args.verbose)
+    if args.command in ("score", "report"):
+        return _quality(args)
     try:
         progress = _CliProgress()
         orch = Orchestrator(
@@ -326,6 +402,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             on_event=progress,
             max_turns=getattr(args, "max_turns", DEFAULT_MAX_TURNS),
             fast=args.fast,
+            best_of=getattr(args, "best_of", 1),
+            min_quality=getattr(args, "min_quality", None),
+            report=not getattr(args, "no_report", False),
         )
         if args.command == "chat":
             with progress:
@@ -358,7 +437,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(
         f"done in {t['wall_s']:.1f}s (load {t['load_s']:.1f}s, generate {t['generate_s']:.1f}s, "
         f"waiting for encodes {t['encode_wait_s']:.1f}s of {t['encode_s']:.1f}s encoding, llm {t['llm_s']:.1f}s, "
-        f"other {t['other_s']:.1f}s)",
+        f"other {t['other_s']:.1f}s" + (f", score + report {t['report_s']:.1f}s" if "report_s" in t else "") + ")",
         file=sys.stderr,
     )
     print(result.final_video)

@@ -20,6 +20,7 @@ from openmora.events import Event, EventSink, StreamEvent
 from openmora.group_chat.session import DEFAULT_MAX_TURNS
 from openmora.llm.clients import TimedClient, check_llm_spec, make_llm_client
 from openmora.profiles import Profile, fast_variant, load_profile
+from openmora.quality.gate import GateSettings
 from openmora.runtime import Runtime
 
 logger = logging.getLogger("openmora")
@@ -40,6 +41,11 @@ class Orchestrator:
             orchestrator. Share one between orchestrators to share their pipelines and GPU budget.
         fast: the opt-in fast mode: each role's ``fast`` overrides (fewer steps, diffusers caches, fp8 weights).
             It changes the output (``mora --fast``: final SVD latents 9.38e-2 from an fp32 reference, 1.57e-3 without).
+        best_of: takes each rendering step makes, scored, the best kept (a profile's or plan step's own setting
+            wins); see :mod:`openmora.quality.gate`.
+        min_quality: the overall score (0..1) under which the planner is asked whether to render another take
+            (default: the profile's; None: never).
+        report: score the run and write ``scores.json`` and ``report.html`` into its folder when it finishes.
 
     Example:
         >>> orch = Orchestrator(profile="tiny")
@@ -57,6 +63,9 @@ class Orchestrator:
         max_turns: int = DEFAULT_MAX_TURNS,
         fast: bool = False,
         runtime: Runtime | None = None,
+        best_of: int = 1,
+        min_quality: float | None = None,
+        report: bool = True,
     ) -> None:
         self.profile = profile if isinstance(profile, Profile) else load_profile(profile)
         if fast:
@@ -67,6 +76,13 @@ class Orchestrator:
         self.on_event = on_event
         self.max_turns = max_turns
         self.story_overlap = True  # stories: overlap shot k+1's image with shot k's video (False: one at a time)
+        self.gate = GateSettings(
+            best_of=best_of,
+            per_tool=dict(self.profile.best_of),
+            min_quality=min_quality if min_quality is not None else self.profile.min_quality,
+            max_retakes=self.profile.max_retakes,
+        )
+        self.report = report
         self._clients: dict[str, Any] = {}
 
     def client(self, role: str = "planner") -> Any:

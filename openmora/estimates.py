@@ -29,7 +29,7 @@ import json
 import logging
 import math
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -265,6 +265,7 @@ def estimate(
     costs: StepCosts | None = None,
     include_load: bool = False,
     skip: Iterable[str] = frozenset(),
+    takes: Callable[[str, int | None], int] | None = None,
 ) -> float | None:
     """Estimated seconds of ``plan`` on ``profile``: the sum of its steps' measured figures (segments counted).
 
@@ -274,6 +275,8 @@ def estimate(
         costs: where the figures come from; default :class:`StepCosts` on the cache's ``step_costs.json``.
         include_load: add each used role's first-load seconds once (a fresh process loads every pipeline).
         skip: ids of steps left out (their outputs will be reused).
+        takes: ``takes(tool, step.best_of)``: how many takes a step renders (best-of-N; default 1), each costing
+            the step's figure.
 
     Returns:
         Seconds, or None when a model step (or, with ``include_load``, a used role's load) has no figure or a step
@@ -297,7 +300,7 @@ def estimate(
             if spec.gpu:
                 return None
             continue  # no model: host work, counted 0 without a figure
-        total += per * n
+        total += per * n * (takes(step.tool, step.best_of) if takes else 1)
         if step.tool in TOOL_ROLES:
             roles.add(TOOL_ROLES[step.tool])
     if include_load:

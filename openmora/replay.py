@@ -21,14 +21,16 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-from IPython.display import HTML, display
+from typing import TYPE_CHECKING, Any
 
 from openmora.settings import current
 
+if TYPE_CHECKING:
+    from IPython.display import HTML
+
 MANIFEST = "manifest.json"
 TRANSCRIPT = "transcript.jsonl"
+SCORES = "scores.json"
 # Embedding a file grows the notebook by 4/3 of its size: past this, show where the file is instead.
 MAX_EMBED_BYTES = 25 * 2**20
 _MIME = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".webp": "image/webp", ".mp4": "video/mp4"}
@@ -117,7 +119,7 @@ def find_run(path: str | Path | None = None) -> Path:
 def _read_events(path: Path) -> list[dict[str, Any]]:
     # The same rule as openmora.group_chat.transcript.Transcript.read (a torn last line is skipped), kept here so this
     # helper imports nothing from the engine, whose packages may pull in torch.
-    events = []
+    events: list[dict[str, Any]] = []
     if not path.is_file():
         return events
     for line in path.read_text(encoding="utf-8").splitlines():
@@ -153,6 +155,20 @@ def load_run(run_dir: str | Path) -> Run:
 
 
 # ----- rendering -------------------------------------------------------------------------------------------------
+def display(*objs: Any, **kwargs: Any) -> None:
+    """IPython's display, imported when a notebook shows something."""
+    from IPython.display import display as show
+
+    show(*objs, **kwargs)
+
+
+def _html(text: str) -> HTML:
+    # IPython only where a notebook shows something: reading a run (openmora score, the report) needs none.
+    from IPython.display import HTML
+
+    return HTML(text)
+
+
 def _e(value: Any) -> str:
     return html.escape(str(value))
 
@@ -230,7 +246,7 @@ def _header(run: Run) -> HTML:
     body = "".join(f"<tr><th style='text-align:left'>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in rows)
     body += f"<tr><th style='text-align:left'>status</th><td style='color:{colour}'><b>{_e(status)}</b></td></tr>"
     error = _red(f"error: {m['error']}") if m.get("error") else ""
-    return HTML(f"<h3>OpenMora run: {_e(m.get('task', '?'))}</h3><table>{body}</table>{error}")
+    return _html(f"<h3>OpenMora run: {_e(m.get('task', '?'))}</h3><table>{body}</table>{error}")
 
 
 def _arrow(event: dict[str, Any]) -> str:
@@ -328,7 +344,7 @@ def render_event(event: dict[str, Any], run: Run) -> HTML:
     media = [_artifact(run, str(a)) for a in event.get("outputs") or [] if kind != "run_end"]
     if media:
         parts.append("<div>" + "".join(media) + "</div>")
-    return HTML('<div style="margin:6px 0">' + "".join(parts) + "</div>")
+    return _html('<div style="margin:6px 0">' + "".join(parts) + "</div>")
 
 
 def show_conversation(run_dir: str | Path | None = None) -> None:
@@ -347,9 +363,44 @@ def show_conversation(run_dir: str | Path | None = None) -> None:
             shown.update(str(a) for a in event.get("outputs") or [])
     rest = [a for a in run.artifacts if a not in shown]
     if rest:
-        display(HTML("<h4>Artifacts not in the transcript</h4>" + "".join(_artifact(run, a) for a in rest)))
+        display(_html("<h4>Artifacts not in the transcript</h4>" + "".join(_artifact(run, a) for a in rest)))
     final = run.meta.get("final_video")
     if final:
-        display(HTML("<h4>Final video</h4>" + _media(run, str(final), "video", f"final video ({final})")))
+        display(_html("<h4>Final video</h4>" + _media(run, str(final), "video", f"final video ({final})")))
     else:
-        display(HTML(_red(f"no final video: the run's status is {run.meta.get('status', 'unknown')}")))
+        display(_html(_red(f"no final video: the run's status is {run.meta.get('status', 'unknown')}")))
+    display(_html(render_scores(run)))
+
+
+def render_scores(run: Run) -> str:
+    """The run's quality scores (``scores.json``, written by ``openmora score`` and after every run) as HTML tables:
+    the same figures as the report and the CLI."""
+    path = run.run_dir / SCORES
+    if not path.is_file():
+        return "<p>not scored yet: <code>openmora score RUN</code></p>"
+    try:
+        scores = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as err:
+        return _red(f"{SCORES} could not be read: {err}")
+    parts = ["<h4>Quality scores</h4>"]
+    for clip in scores.get("clips") or []:
+        rows = "".join(
+            f"<tr><td>{_e(name)}</td><td>{_e(_num(m.get('value')))}</td><td>{_e(m.get('method', ''))}</td></tr>"
+            for name, m in (clip.get("metrics") or {}).items()
+            if isinstance(m, dict)
+        )
+        joins = "".join(
+            f"<li>frame {_e(j.get('frame'))} ({_e(j.get('kind'))}): PSNR {_e(_num(j.get('psnr')))} dB, "
+            f"SSIM {_e(_num(j.get('ssim')))}{' - <b>a cut</b>' if j.get('cut') else ''}</li>"
+            for j in clip.get("joins") or []
+        )
+        parts.append(
+            f"<p><b>{_e(clip.get('id'))}</b> ({_e(clip.get('tool', ''))}): overall {_e(_num(clip.get('overall')))}</p>"
+            f"<table>{rows}</table>" + (f"<ul>{joins}</ul>" if joins else "")
+        )
+    parts += [f"<p><i>{_e(n)}</i></p>" for n in scores.get("notes") or []]
+    return "".join(parts)
+
+
+def _num(value: Any) -> str:
+    return f"{value:.3f}" if isinstance(value, int | float) and not isinstance(value, bool) else str(value)

@@ -14,6 +14,8 @@
 | ``OPENMORA_ENCODE_NICE`` | ``10`` | niceness of the background encoders, so they never slow the GPU's feeder |
 | ``OPENMORA_PINNED_EVICTIONS`` | ``1`` | ``0``: evict pipelines to plain (not pinned) host memory |
 | ``OPENMORA_RUN`` | the newest run | the run folder the Jupyter replay shows |
+| ``OPENMORA_DINO`` | unset | a local DINO model folder (transformers): subject consistency and TCON as VBench/Mora compute them |
+| ``OPENMORA_CLIP`` | unset | a local CLIP model folder, used for the features when no DINO is set |
 | ``OPENMORA_TEST_CACHE`` | a fresh folder per test session | tests only: reuse one tiny-model cache across test sessions |
 
 Library code never writes to the environment; a bad value raises :class:`~openmora.errors.InputError` naming the
@@ -47,6 +49,8 @@ VARIABLES = (
     "OPENMORA_ENCODE_NICE",
     "OPENMORA_PINNED_EVICTIONS",
     "OPENMORA_RUN",
+    "OPENMORA_DINO",
+    "OPENMORA_CLIP",
     "OPENMORA_TEST_CACHE",
 )
 
@@ -91,6 +95,8 @@ class Settings:
     encode_nice: int
     pinned_evictions: bool
     replay_run: str | None
+    dino_path: Path | None = None
+    clip_path: Path | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -117,6 +123,8 @@ class Settings:
             encode_nice=_int(env, "OPENMORA_ENCODE_NICE", 10, 0) or 0,
             pinned_evictions=_flag(env, "OPENMORA_PINNED_EVICTIONS", True),
             replay_run=env.get("OPENMORA_RUN") or None,
+            dino_path=Path(env["OPENMORA_DINO"]).expanduser() if env.get("OPENMORA_DINO") else None,
+            clip_path=Path(env["OPENMORA_CLIP"]).expanduser() if env.get("OPENMORA_CLIP") else None,
         )
 
 

@@ -75,6 +75,12 @@ def test_notebook_replays_the_run(fox_run: Path, cwd: str, monkeypatch: pytest.M
     for name in {e["tool"] for e in events if e["tool"]} | {e["agent"] for e in events}:
         assert name in html
     assert "a fox running through snow at dusk" in html and "tiny" in html
+    # The same quality scores as scores.json (and the report): each clip's overall and its joins.
+    scores = json.loads((fox_run / "scores.json").read_text())
+    assert "Quality scores" in html
+    for clip in scores["clips"]:
+        assert f"<b>{clip['id']}</b> ({clip['tool']}): overall {clip['overall']:.3f}" in html
+    assert f"frame {scores['clips'][-1]['joins'][0]['frame']} (segment)" in html
     # The kernel is this venv's interpreter, and the helper loaded no model library.
     assert Path(probe["prefix"]).resolve() == Path(sys.prefix).resolve()
     assert probe["heavy"] == []

@@ -6,6 +6,7 @@ import time
 
 from PIL import Image
 
+from openmora.artifacts import piece_joins
 from openmora.errors import ToolArgumentError
 from openmora.tools.context import ToolContext, ToolResult, call_pipeline, generator, to_uint8_frames
 from openmora.video_io import concatenate
@@ -94,6 +95,9 @@ def connect_clips(
         seed=seed,
         seconds=time.perf_counter() - start,
         description=f"{a.id} + transition {trans.id} + {b.id}",
+        joins=piece_joins(
+            [(a.id, len(fa), a.joins), (trans.id, len(transition) - 2, []), (b.id, len(fb), b.joins)], "transition"
+        ),
     )
     return ToolResult(outputs=[trans.id, art.id], text=f"{art.summary()}; transition alone: {trans.id}")
 
@@ -124,5 +128,12 @@ def join_clips(ctx: ToolContext, clip_ids: list[str]) -> ToolResult:
         params={},
         seconds=time.perf_counter() - start,
         description=" + ".join(a.id for a in arts),
+        joins=piece_joins(
+            [(a.id, len(f), a.joins) for a, f in zip(arts, frames, strict=True)],
+            [
+                "transition" if "connect_clips" in (x.tool, y.tool) else "shot"
+                for x, y in zip(arts, arts[1:], strict=False)
+            ],
+        ),
     )
     return ToolResult(outputs=[art.id], text=art.summary())

@@ -7,7 +7,7 @@ from functools import partial
 
 import numpy as np
 
-from openmora.artifacts import ClipStream
+from openmora.artifacts import ClipStream, piece_joins
 from openmora.errors import ToolArgumentError
 from openmora.tools.context import ToolContext, ToolResult
 from openmora.tools.image_to_video import render_segment
@@ -15,12 +15,14 @@ from openmora.tools.image_to_video import render_segment
 MAX_SEGMENTS = 12
 
 
-def _append_new(stream: ClipStream, frames: np.ndarray, first_index: int) -> None:
-    """Append a segment's frames to the clip, without the segment's frame 0 (its conditioning frame, redrawn)."""
+def _append_new(stream: ClipStream, lengths: list[int], frames: np.ndarray, first_index: int) -> None:
+    """Append a segment's frames to the clip, without the segment's frame 0 (its conditioning frame, redrawn);
+    ``lengths[-1]`` counts the current segment's frames."""
     if first_index == 0:
         frames = frames[1:]
     if len(frames):
         stream.append(frames)
+        lengths[-1] += len(frames)
 
 
 def extend_video(
@@ -47,14 +49,16 @@ def extend_video(
     # The new clip is encoded while it grows: the original's frames and each finished segment go to the encoders
     # while the next segment renders, so only the last segment's encoding is left when the GPU is done.
     stream = ctx.store.open_video(ctx.profile.fps)
+    lengths: list[int] = []  # each new segment's frames
     try:
         last = ctx.store.frames(source.id)
         stream.append(last)
         for i in range(segments):
+            lengths.append(0)
             # Chain on the exact last frame array (lossless), not on a decode of the lossy MP4. The segment's frames
             # go to the encoders as they are decoded; the first re-draws the conditioning frame: dropped, so no frame
             # is shown twice.
-            frames, seg_notes = render_segment(ctx, last[-1], prompt, seeds[i], partial(_append_new, stream))
+            frames, seg_notes = render_segment(ctx, last[-1], prompt, seeds[i], partial(_append_new, stream, lengths))
             notes += [n for n in seg_notes if n not in notes]
             last = frames
     except BaseException:
@@ -67,5 +71,10 @@ def extend_video(
         seed=seeds[0],
         seconds=time.perf_counter() - start,
         description=f"{source.id} extended by {segments} segment{'s' if segments > 1 else ''}",
+        joins=piece_joins(
+            [(source.id, int(source.frames or 0), source.joins)]
+            + [(f"{stream.id} segment {i + 1}", n, []) for i, n in enumerate(lengths)],
+            "segment",
+        ),
     )
     return ToolResult(outputs=[art.id], text=art.summary(), notes=notes)

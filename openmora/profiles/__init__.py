@@ -99,6 +99,11 @@ class Profile:
     step_seconds: dict[str, float] = field(default_factory=dict)
     # Measured first-load seconds of a role's pipeline(s), counted once per role a plan uses.
     load_seconds: dict[str, float] = field(default_factory=dict)
+    # The quality gate (openmora/quality/gate.py): takes per step tool ({image_to_video: 3}), the overall score under
+    # which the planner is asked for another take (None: never), and how many it may ask for.
+    best_of: dict[str, int] = field(default_factory=dict)
+    min_quality: float | None = None
+    max_retakes: int = 2
 
     def role(self, name: str) -> RoleConfig:
         if name not in self.roles:
@@ -209,6 +214,14 @@ def profile_from_dict(data: dict[str, Any], source: str = "") -> Profile:
         raise InputError(f"profile {name!r}: dtype {profile.dtype!r} is not one of {', '.join(DTYPES)}")
     profile.step_seconds = _seconds_map(name, "step_seconds", profile.step_seconds, STEP_TOOLS, "tool")
     profile.load_seconds = _seconds_map(name, "load_seconds", profile.load_seconds, ROLES, "role")
+    if not isinstance(profile.best_of, dict):
+        raise InputError(f"profile {name!r}: best_of must map step tools to a number of takes, got {profile.best_of!r}")
+    from openmora.quality.gate import GateSettings
+
+    try:  # the gate's own checks, with the profile named
+        GateSettings(per_tool=profile.best_of, min_quality=profile.min_quality, max_retakes=profile.max_retakes)
+    except InputError as err:
+        raise InputError(f"profile {name!r}: {err}") from None
     return fast_variant(profile) if fast else profile
 
 
