@@ -78,6 +78,39 @@ def timings(repeat: int) -> dict[str, Any]:
     }
 
 
+def run_timings(repeat: int) -> dict[str, Any]:
+    """A tiny text-to-video run (3 segments, made here with report=False), then `openmora score` on it as a fresh
+    command would (frames read from the run folder) and its report: seconds, the fastest of ``repeat``."""
+    import tempfile
+
+    import torch
+
+    from openmora import Orchestrator
+    from openmora.quality.report import write_report
+    from openmora.quality.score import score_run
+
+    torch.set_num_threads(1)
+    with tempfile.TemporaryDirectory() as tmp:
+        run = Orchestrator(profile="tiny", report=False).run(
+            "text-to-video", prompt="a fox", segments=3, out=Path(tmp) / "run"
+        )
+        t0 = time.perf_counter()
+        scores = score_run(run.run_dir, write=False)
+        first = time.perf_counter() - t0
+        score_s = _best(lambda: score_run(run.run_dir, write=False), repeat)
+        report_s = _best(lambda: write_report(run.run_dir, scores), repeat)
+        frames = sum(c["frames"] for c in scores["clips"])
+    return {
+        "tiny_run": {
+            "what": "text-to-video, tiny profile, 3 segments: 2 clips, 8 + 22 frames at 96x64",
+            "frames_scored": frames,
+            "score_s": round(score_s, 3),
+            "score_first_call_s": round(first, 3),
+            "report_s": round(report_s, 3),
+        }
+    }
+
+
 def known_answers() -> list[dict[str, Any]]:
     """Every synthetic case: metric, what it must give (a sentence or a value/range), what it gave, pass."""
     from openmora.quality import metrics as M
@@ -313,6 +346,7 @@ def main() -> int:
     args = parser.parse_args()
     cmd = ("python -m bench.bench_metrics " + " ".join(sys.argv[1:])).strip()
     times = timings(max(1, args.repeat))
+    times.update(run_timings(max(1, args.repeat)))
     rows = known_answers()
     result = {
         "command": cmd,
@@ -344,6 +378,11 @@ def main() -> int:
     print(
         f"| **total** | | | {times['clip_75x1024x576_s']:.3f} (first call {times['clip_75x1024x576_first_call_s']:.2f})"
         f" | {times['clip_8x64x64_s']:.4f} |\n"
+    )
+    tr = times["tiny_run"]
+    print(
+        f"Scoring a run ({tr['what']}): {tr['score_s']:.3f} s (first call in the process {tr['score_first_call_s']:.2f} s,"
+        f" imports included); its report.html {tr['report_s']:.3f} s\n"
     )
     print("| case | metric | expected | measured | pass |")
     print("|---|---|---|---|---|")
