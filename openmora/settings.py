@@ -16,6 +16,10 @@
 | ``OPENMORA_RUN`` | the newest run | the run folder the Jupyter replay shows |
 | ``OPENMORA_DINO`` | unset | a local DINO model folder (transformers): subject consistency and TCON as VBench/Mora compute them |
 | ``OPENMORA_CLIP`` | unset | a local CLIP model folder, used for the features when no DINO is set |
+| ``OPENMORA_AESTHETIC`` | unset | a LAION linear aesthetic head (``.safetensors``/``.pt``) on ``OPENMORA_CLIP``'s embeddings |
+| ``OPENMORA_MUSIQ`` | unset | a TorchScript image-quality model (MUSIQ) for imaging quality instead of BRISQUE |
+| ``OPENMORA_API_TOKEN`` | unset | ``openmora serve``'s bearer token (``--token``): every request must send it; required off loopback |
+| ``OPENMORA_MAX_UPLOAD_MB`` | ``200`` | ``openmora serve``: the largest upload (an input image or video) it accepts, in MB |
 | ``OPENMORA_TEST_CACHE`` | a fresh folder per test session | tests only: reuse one tiny-model cache across test sessions |
 
 Library code never writes to the environment; a bad value raises :class:`~openmora.errors.InputError` naming the
@@ -51,6 +55,10 @@ VARIABLES = (
     "OPENMORA_RUN",
     "OPENMORA_DINO",
     "OPENMORA_CLIP",
+    "OPENMORA_AESTHETIC",
+    "OPENMORA_MUSIQ",
+    "OPENMORA_API_TOKEN",
+    "OPENMORA_MAX_UPLOAD_MB",
     "OPENMORA_TEST_CACHE",
 )
 
@@ -97,6 +105,10 @@ class Settings:
     replay_run: str | None
     dino_path: Path | None = None
     clip_path: Path | None = None
+    aesthetic_path: Path | None = None
+    musiq_path: Path | None = None
+    api_token: str | None = None
+    max_upload_mb: int = 200
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -125,6 +137,10 @@ class Settings:
             replay_run=env.get("OPENMORA_RUN") or None,
             dino_path=Path(env["OPENMORA_DINO"]).expanduser() if env.get("OPENMORA_DINO") else None,
             clip_path=Path(env["OPENMORA_CLIP"]).expanduser() if env.get("OPENMORA_CLIP") else None,
+            aesthetic_path=Path(env["OPENMORA_AESTHETIC"]).expanduser() if env.get("OPENMORA_AESTHETIC") else None,
+            musiq_path=Path(env["OPENMORA_MUSIQ"]).expanduser() if env.get("OPENMORA_MUSIQ") else None,
+            api_token=env.get("OPENMORA_API_TOKEN") or None,
+            max_upload_mb=_int(env, "OPENMORA_MAX_UPLOAD_MB", 200, 1) or 200,
         )
 
 

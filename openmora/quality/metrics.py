@@ -617,3 +617,96 @@ def tmean(prev_feats: np.ndarray | None, feats: np.ndarray, next_feats: np.ndarr
     if not parts:
         raise InputError("tmean: neither a previous nor a next clip's features; pass at least one")
     return float(np.mean(parts))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Model-based scores from a user's local files (nothing downloads): VBench's aesthetic quality (a LAION linear head
+# on CLIP image embeddings) and imaging quality (MUSIQ). Without them the weight-free estimators stand in.
+
+
+class AestheticHead:
+    """A LAION-style linear aesthetic head (``score = w . e + b`` on L2-normalised CLIP image embeddings ``e``,
+    roughly 1..10) from a ``.safetensors`` or torch ``.pt``/``.pth`` file holding ``weight`` (``(1, D)`` or ``(D,)``)
+    and ``bias`` (keys may carry a prefix such as ``linear.``). An unreadable file is an InputError."""
+
+    def __init__(self, path: str | Path) -> None:
+        p = Path(path).expanduser()
+        expected = "a .safetensors or .pt file with a linear head's weight (1, D) and bias (1,)"
+        if not p.is_file():
+            raise InputError(f"aesthetic head {path} is not a file; expected {expected}")
+        try:
+            if p.suffix == ".safetensors":
+                from safetensors.numpy import load_file
+
+                tensors: dict[str, Any] = dict(load_file(str(p)))
+            else:
+                import torch
+
+                tensors = {k: v.float().numpy() for k, v in torch.load(str(p), map_location="cpu").items()}
+        except Exception as err:  # noqa: BLE001 - any reason a file cannot be read: one line naming it
+            raise InputError(
+                f"aesthetic head {path} cannot be read ({str(err).splitlines()[0][:100]}); expected {expected}"
+            ) from None
+        weight = next((np.asarray(v, np.float32) for k, v in tensors.items() if k.endswith("weight")), None)
+        bias = next((np.asarray(v, np.float32) for k, v in tensors.items() if k.endswith("bias")), None)
+        if weight is None or weight.size == 0 or (weight.ndim == 2 and weight.shape[0] != 1) or weight.ndim > 2:
+            raise InputError(f"aesthetic head {path} has no linear weight of shape (1, D); expected {expected}")
+        self.weight = weight.reshape(-1)
+        self.bias = float(bias.reshape(-1)[0]) if bias is not None and bias.size else 0.0
+        self.name = f"aesthetic:{p.name}"
+
+    def __call__(self, clip_features: np.ndarray) -> np.ndarray:
+        f = _check_features(clip_features, self.name)
+        if f.shape[1] != self.weight.size:
+            raise InputError(
+                f"{self.name} takes {self.weight.size}-wide CLIP embeddings, got {f.shape[1]}: use the CLIP model "
+                "the head was trained on (OPENMORA_CLIP)"
+            )
+        return f @ self.weight + self.bias
+
+
+def aesthetic_quality(clip_features: np.ndarray, head: AestheticHead) -> Series:
+    """VBench's aesthetic quality: the head's score per frame / 10, averaged (higher is better)."""
+    per_frame = [float(v) / 10.0 for v in head(clip_features)]
+    return Series(float(np.mean(per_frame)), per_frame, True, f"vbench: LAION linear head ({head.name}) on CLIP")
+
+
+class TorchScriptIQA:
+    """A no-reference image-quality model exported with ``torch.jit`` (e.g. MUSIQ): it takes ``(1, 3, H, W)``
+    float RGB in 0..1 and returns one score (MUSIQ: 0..100). Frames are resized so the long side is at most 512 px,
+    as VBench does for MUSIQ."""
+
+    def __init__(self, path: str | Path, scale: float = 100.0) -> None:
+        p = Path(path).expanduser()
+        if not p.is_file():
+            raise InputError(f"image-quality model {path} is not a file; expected a TorchScript file (torch.jit.save)")
+        import torch
+
+        try:
+            self.model = torch.jit.load(str(p), map_location="cpu").eval()
+        except Exception as err:  # noqa: BLE001
+            raise InputError(
+                f"image-quality model {path} cannot be loaded ({str(err).splitlines()[0][:100]}); "
+                "expected a TorchScript file (torch.jit.save)"
+            ) from None
+        self.scale = scale
+        self.name = f"torchscript:{p.name}"
+
+    def __call__(self, frame: np.ndarray) -> float:
+        import torch
+
+        h, w = frame.shape[:2]
+        s = min(1.0, BRISQUE_SIDE / max(h, w))
+        if s < 1.0:
+            frame = cv2.resize(frame, (max(8, round(w * s)), max(8, round(h * s))), interpolation=cv2.INTER_AREA)
+        x = torch.from_numpy(np.ascontiguousarray(frame)).permute(2, 0, 1)[None].float() / 255.0
+        with torch.no_grad():
+            return float(self.model(x).reshape(-1)[0])
+
+
+def imaging_quality_model(frames: np.ndarray, model: TorchScriptIQA, max_frames: int = 4) -> Series:
+    """VBench's imaging quality with a local model: per sampled frame score / ``model.scale``, averaged."""
+    arr = _check_frames(frames, 1, "imaging_quality_model")
+    idx = sorted({int(round(v)) for v in np.linspace(0, len(arr) - 1, min(max_frames, len(arr)))})
+    per = [model(arr[i]) / model.scale for i in idx]
+    return Series(float(np.mean(per)), per, True, f"vbench: {model.name} (frames at most 512 px)")

@@ -18,8 +18,10 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import time
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -40,28 +42,56 @@ CONTINUOUS = ("segment", "transition")
 VIDEO_SUFFIXES = (".mp4", ".mkv", ".mov", ".webm", ".avi", ".gif", ".m4v")
 
 
-# ----- the extractor -------------------------------------------------------------------------------------------------
-def feature_extractor() -> m.FeatureExtractor:
-    """DINO from ``OPENMORA_DINO`` (a local folder), else CLIP from ``OPENMORA_CLIP``, else the weight-free pixel
-    statistics. A configured folder that cannot be loaded is an :class:`~openmora.errors.InputError`."""
+# ----- the models ---------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Models:
+    """What scores with weights, each from a user's local files when configured (nothing downloads): ``features``
+    (DINO, else CLIP, else weight-free pixel statistics), ``clip`` (background consistency and the aesthetic head
+    need it), ``aesthetic`` (a LAION linear head), ``iqa`` (MUSIQ as TorchScript; else BRISQUE)."""
+
+    features: m.FeatureExtractor
+    clip: m.FeatureExtractor | None = None
+    aesthetic: m.AestheticHead | None = None
+    iqa: m.TorchScriptIQA | None = None
+
+
+@functools.lru_cache(maxsize=4)
+def _models(dino: str | None, clip: str | None, aesthetic: str | None, musiq: str | None) -> Models:
+    clip_fx = m.TransformersImageFeatures(clip, "clip") if clip else None
+    dino_fx = m.TransformersImageFeatures(dino, "dino") if dino else None
+    if aesthetic and clip_fx is None:
+        raise InputError("OPENMORA_AESTHETIC is a head on CLIP embeddings: set OPENMORA_CLIP to the CLIP folder too")
+    return Models(
+        features=dino_fx or clip_fx or m.PixelFeatures(),
+        clip=clip_fx,
+        aesthetic=m.AestheticHead(aesthetic) if aesthetic else None,
+        iqa=m.TorchScriptIQA(musiq) if musiq else None,
+    )
+
+
+def quality_models() -> Models:
+    """The models the environment configures (``OPENMORA_DINO``, ``OPENMORA_CLIP``, ``OPENMORA_AESTHETIC``,
+    ``OPENMORA_MUSIQ``), loaded once per process. A configured file that cannot be used is an
+    :class:`~openmora.errors.InputError`."""
     s = current()
-    if s.dino_path:
-        return m.TransformersImageFeatures(s.dino_path, "dino")
-    if s.clip_path:
-        return m.TransformersImageFeatures(s.clip_path, "clip")
-    return m.PixelFeatures()
+    paths = (s.dino_path, s.clip_path, s.aesthetic_path, s.musiq_path)
+    return _models(*(str(p) if p else None for p in paths))
 
 
-def _notes(extractor: m.FeatureExtractor) -> list[str]:
+def _notes(models: Models) -> list[str]:
     notes = [
-        "motion smoothness, dynamic degree and imaging quality are weight-free estimators (OpenCV optical flow, "
-        "BRISQUE), not VBench's AMT-S, RAFT and MUSIQ: compare them with each other, not with VBench's tables",
+        "motion smoothness and dynamic degree are weight-free estimators (OpenCV optical flow), not VBench's AMT-S and "
+        "RAFT: compare them with each other, not with VBench's tables",
     ]
-    if not extractor.is_model:
+    if models.iqa is None:
+        notes.append("imaging quality is BRISQUE (weight-free), not VBench's MUSIQ: set OPENMORA_MUSIQ for MUSIQ")
+    if not models.features.is_model:
         notes.append(
             "subject consistency and TCON/Tmean use pixel statistics (weight-free), not DINO or a video model: set "
             "OPENMORA_DINO (or OPENMORA_CLIP) to a local model folder for VBench's and Mora's figures"
         )
+    if models.aesthetic is None:
+        notes.append("no aesthetic quality: it needs OPENMORA_CLIP and a LAION linear head (OPENMORA_AESTHETIC)")
     return notes
 
 
@@ -80,29 +110,36 @@ def sample_indices(n: int, k: int) -> list[int]:
     return sorted({int(round(i)) for i in np.linspace(0, n - 1, k)})
 
 
-def clip_metrics(
-    frames: np.ndarray, fps: float, extractor: m.FeatureExtractor | None = None
-) -> tuple[dict[str, Any], np.ndarray]:
+def clip_metrics(frames: np.ndarray, fps: float, models: Models | None = None) -> tuple[dict[str, Any], np.ndarray]:
     """Every per-clip metric of ``frames`` (uint8 ``(T, H, W, 3)``), and the frames' features (for TCON/Tmean)."""
-    extractor = extractor or m.PixelFeatures()
+    models = models or Models(m.PixelFeatures())
     out: dict[str, Any] = {}
-    feats = extractor(frames)
+    feats = models.features(frames)
+    clip_feats = (feats if models.clip is models.features else models.clip(frames)) if models.clip else None
     if len(frames) >= 2:
         out["temporal_flickering"] = _series(m.temporal_flickering(frames))
-        out["subject_consistency"] = _series(m.subject_consistency(feats), extractor=extractor.name)
+        out["subject_consistency"] = _series(m.subject_consistency(feats), extractor=models.features.name)
+        if clip_feats is not None and models.clip is not None:
+            # VBench's background consistency: the same formula on CLIP features
+            out["background_consistency"] = _series(m.subject_consistency(clip_feats), extractor=models.clip.name)
         dyn = m.dynamic_degree(frames, fps)
         out["dynamic_degree"] = {**dyn.to_dict(), "higher_is_better": True}
     if len(frames) >= 3:
         out["motion_smoothness"] = _series(m.motion_smoothness(frames))
     idx = sample_indices(len(frames), BRISQUE_FRAMES)
-    raw = m.brisque(frames[idx], max_frames=len(idx))
-    out["imaging_quality"] = _series(
-        raw,
-        value=m.imaging_quality_from_brisque(float(raw.value)),
-        higher_is_better=True,
-        brisque=round(float(raw.value), 3),
-        frames=idx,
-    )
+    if models.iqa is not None:
+        out["imaging_quality"] = _series(m.imaging_quality_model(frames[idx], models.iqa, len(idx)), frames=idx)
+    else:
+        raw = m.brisque(frames[idx], max_frames=len(idx))
+        out["imaging_quality"] = _series(
+            raw,
+            value=m.imaging_quality_from_brisque(float(raw.value)),
+            higher_is_better=True,
+            brisque=round(float(raw.value), 3),
+            frames=idx,
+        )
+    if models.aesthetic is not None and clip_feats is not None:
+        out["aesthetic_quality"] = _series(m.aesthetic_quality(clip_feats, models.aesthetic))
     return out, feats
 
 
@@ -147,13 +184,13 @@ def score_frames(
     frames: np.ndarray,
     fps: float,
     joins: list[dict[str, Any]] | None = None,
-    extractor: m.FeatureExtractor | None = None,
+    models: Models | None = None,
     known: dict[str, Any] | None = None,
     key: str = "",
 ) -> dict[str, Any]:
     """A clip's scores: its metrics, each join's seam, and ``overall``. ``known``: a dict that keeps the metrics and
     features under ``key`` for :func:`score_run` (a run scores each clip once)."""
-    metrics, feats = clip_metrics(frames, fps, extractor)
+    metrics, feats = clip_metrics(frames, fps, models or quality_models())
     if known is not None and key:
         known[key] = (metrics, feats)
     scored = join_scores(frames, joins)
@@ -201,7 +238,7 @@ def _read_video(path: Path, fps: float | None = None) -> tuple[np.ndarray, float
     return read_video(path)
 
 
-def score_video(path: str | Path, extractor: m.FeatureExtractor | None = None) -> dict[str, Any]:
+def score_video(path: str | Path, models: Models | None = None) -> dict[str, Any]:
     """Score one video file: its metrics and the hard cuts found in it (as joins)."""
     p = Path(path)
     if not p.is_file():
@@ -216,17 +253,17 @@ def score_video(path: str | Path, extractor: m.FeatureExtractor | None = None) -
         ) from None
     if not len(frames):
         raise InputError(f"{path} has no frames; give a video with at least one frame")
-    extractor = extractor or feature_extractor()
+    models = models or quality_models()
     start = time.perf_counter()
     joins = [{"frame": i, "kind": "detected cut"} for i in find_cuts(frames)]
-    clip = score_frames(frames, fps, joins, extractor)
+    clip = score_frames(frames, fps, joins, models)
     h, w = frames.shape[1:3]
     entry = {"id": p.name, "path": str(p), "tool": None, "frames": len(frames), "fps": fps, "width": w, "height": h}
-    return _result("video", None, [{**entry, **clip}], extractor, time.perf_counter() - start)
+    return _result("video", None, [{**entry, **clip}], models, time.perf_counter() - start)
 
 
 def _result(
-    source: str, final: str | None, clips: list[dict[str, Any]], extractor: m.FeatureExtractor, seconds: float
+    source: str, final: str | None, clips: list[dict[str, Any]], models: Models, seconds: float
 ) -> dict[str, Any]:
     return {
         "version": VERSION,
@@ -234,15 +271,19 @@ def _result(
         "final": final,
         "scored_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "seconds": round(seconds, 3),
-        "extractors": {"features": {"name": extractor.name, "is_model": extractor.is_model}, "imaging": "brisque"},
-        "notes": _notes(extractor),
+        "extractors": {
+            "features": {"name": models.features.name, "is_model": models.features.is_model},
+            "imaging": models.iqa.name if models.iqa else "brisque",
+            "aesthetic": models.aesthetic.name if models.aesthetic else None,
+        },
+        "notes": _notes(models),
         "clips": clips,
     }
 
 
 def score_run(
     run_dir: str | Path,
-    extractor: m.FeatureExtractor | None = None,
+    models: Models | None = None,
     write: bool = True,
     frames: Any = None,
     known: dict[str, Any] | None = None,
@@ -256,7 +297,7 @@ def score_run(
         run = load_run(run_dir)
     except RunNotFoundError as err:
         raise InputError(str(err)) from None
-    extractor = extractor or feature_extractor()
+    models = models or quality_models()
     start = time.perf_counter()
     feats: dict[str, np.ndarray] = {}
     frames_of: dict[str, np.ndarray] = {}
@@ -277,7 +318,7 @@ def score_run(
         if known is not None and art_id in known:
             metrics, feats[art_id] = known[art_id]
         else:
-            metrics, feats[art_id] = clip_metrics(pixels, fps, extractor)
+            metrics, feats[art_id] = clip_metrics(pixels, fps, models)
         joins = join_scores(pixels, art.get("joins"))
         clips.append(
             {
@@ -295,18 +336,16 @@ def score_run(
             }
         )
     for clip in clips:
-        mora = _mora(run.artifacts[clip["id"]], feats, frames_of, extractor)
+        mora = _mora(run.artifacts[clip["id"]], feats, frames_of)
         if mora:
             clip["mora"] = mora
-    result = _result("run", run.meta.get("final"), clips, extractor, time.perf_counter() - start)
+    result = _result("run", run.meta.get("final"), clips, models, time.perf_counter() - start)
     if write:
         atomic_write_json(run.run_dir / SCORES, result, indent=1)
     return result
 
 
-def _mora(
-    art: dict[str, Any], feats: dict[str, np.ndarray], frames_of: dict[str, np.ndarray], extractor: m.FeatureExtractor
-) -> dict[str, float]:
+def _mora(art: dict[str, Any], feats: dict[str, np.ndarray], frames_of: dict[str, np.ndarray]) -> dict[str, float]:
     """Mora's own figures where the clip's task has them: TCON of an extension against the clip it continues (its
     new frames' features vs the original's), Tmean of a transition with the clips either side."""
     parents = [p for p in art.get("parents") or [] if p in feats]
