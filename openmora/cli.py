@@ -147,6 +147,21 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-turns", type=int, default=DEFAULT_MAX_TURNS, help="group chat turn limit per request (0: from the plan)"
     )
     _quality_options(chat)
+    serve = sub.add_parser(
+        "serve",
+        help="the HTTP job API: queue jobs, watch their events, download and revise their videos",
+        description="Serve the job API (FastAPI + uvicorn; docs at /docs). Jobs persist in DATA/jobs.sqlite3 and "
+        "survive a restart: a job that was running is resumed from its run folder. One job runs at a time, on "
+        "pipelines that stay loaded between jobs.",
+    )
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1; others need --token)")
+    serve.add_argument("--port", type=int, default=8188, help="port (default 8188)")
+    serve.add_argument("--profile", default="tiny", help="model profile for every job (default: tiny)")
+    serve.add_argument("--llm", default=current().llm or "none", help="as for run (default: none, the templates)")
+    serve.add_argument("--data", help="folder for the queue and the jobs' folders (default: $OPENMORA_RUNS/server)")
+    serve.add_argument(
+        "--token", help="require 'Authorization: Bearer TOKEN' on every request (default: $OPENMORA_API_TOKEN)"
+    )
     return parser
 
 
@@ -394,6 +409,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     _configure_logging(args.verbose)
     if args.command in ("score", "report"):
         return _quality(args)
+    if args.command == "serve":
+        from openmora.server.app import serve
+
+        return serve(args.host, args.port, args.profile, args.llm, args.data, args.token)
     try:
         progress = _CliProgress()
         orch = Orchestrator(
