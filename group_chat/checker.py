@@ -6,7 +6,7 @@ needs an image: $image or an image step's id"), so a repair round can fix them.
 Example:
     >>> from openmora.group_chat.plan import Plan, PlanStep
     >>> check_plan(Plan([PlanStep("s1", "image_to_video", {"image_id": "$image"})]), has_image=False)
-    ['s1: image_id is $image, but the request has no input image']
+    ['s1: image_id is $image, but the request has no input image; make a picture with text_to_image instead']
 """
 
 from __future__ import annotations
@@ -25,6 +25,20 @@ ID = re.compile(r"^s\d{1,3}$")
 # The longest video a plan may make, in segments of image-to-video (one chain of segments is at most MAX_SEGMENTS).
 MAX_TOTAL_SEGMENTS = 4 * MAX_SEGMENTS
 _KIND_WORD = {"image": "an image", "video": "a clip", "text": "a prompt"}
+# Words that ask to change the look of a picture or clip (style, era, season painted on): such a request needs an
+# edit_image step. A pronoun after the verb ("turn it into", "make it look like") points at something already there.
+_LOOK_VERB = re.compile(
+    r"\b(?:(?:look|looks|looking)\s+like|in\s+the\s+style\s+of|(?:turn|change|convert|transform|make)s?\s+"
+    r"(?P<what>it|this|that|them|(?:the|this|that|these|those|my|our)(?:\s+\w+){1,4}?)\s+into|restyle|stylize|"
+    r"stylise|repaint)\b",
+    re.I,
+)
+_LOOK_WORD = re.compile(
+    r"\b(?:water\s*colou?rs?|oil\s+paint(?:ing)?|(?:pencil\s+)?sketch|charcoal|anime|cartoon|comic\s+book|"
+    r"pixel\s+art|black\s+and\s+white|sepia|film\s+noir|vintage|painting|\d{3}0s)\b",
+    re.I,
+)
+_SHOT_COUNT = re.compile(r"^\s*(?:(\w+)\s+(?:shots|scenes)\s*:)", re.I)
 
 
 class PlanError(InputError):
@@ -71,37 +85,42 @@ def _ref_problem(step: PlanStep, arg: str, value: str, want: str, kinds: dict[st
         if kind is None:
             return (
                 f"{where}, which is not an input, a step or an artifact of this run; "
-                f"it needs {_KIND_WORD[want]}: {_ref_hint(want, inputs)}"
+                f"it needs {_KIND_WORD[want]}: {_ref_hint(want, inputs, kinds)}"
             )
         if kind != want:
-            return f"{where}, {_KIND_WORD[kind]}; it needs {_KIND_WORD[want]}: {_ref_hint(want, inputs)}"
+            return f"{where}, {_KIND_WORD[kind]}; it needs {_KIND_WORD[want]}: {_ref_hint(want, inputs, kinds)}"
         return None
     name = value[1:]
     if name == "image":
         if not inputs.has_image:
-            return f"{where}, but the request has no input image"
+            return f"{where}, but the request has no input image; make a picture with text_to_image instead"
         kind = "image"
     elif name.startswith("video"):
         n = int(name[5:])
         if n > inputs.n_videos:
-            have = "no input video" if inputs.n_videos == 0 else f"{inputs.n_videos} input video(s)"
-            return f"{where}, but the request has {have}"
+            if inputs.n_videos == 0:
+                return f"{where}, but the request has no input video; make a clip with text_to_image and image_to_video"
+            return f"{where}, but the request has {inputs.n_videos} input video(s)"
         kind = "video"
     else:
         if name not in kinds:
             return f"{where}, which is not an earlier step (a step may only use steps listed before it)"
         kind = kinds[name]
     if kind != want:
-        return f"{where}, {_KIND_WORD[kind]}; it needs {_KIND_WORD[want]}: {_ref_hint(want, inputs)}"
+        return f"{where}, {_KIND_WORD[kind]}; it needs {_KIND_WORD[want]}: {_ref_hint(want, inputs, kinds)}"
     return None
 
 
-def _ref_hint(want: str, inputs: Inputs) -> str:
+def _ref_hint(want: str, inputs: Inputs, kinds: Mapping[str, str] | None = None) -> str:
+    # The plan's own earlier steps of the wanted kind, newest first: a small model picks the right one from a list.
+    own = [f"${sid}" for sid, kind in reversed(list((kinds or {}).items())) if kind == want][:3]
     if want == "image":
-        return ("$image or " if inputs.has_image else "") + "the id of a text_to_image or edit_image step, like $s2"
+        steps = " or ".join(own) if own else "the id of a text_to_image or edit_image step, like $s2"
+        return ("$image or " if inputs.has_image else "") + steps
     if want == "video":
         vids = " or ".join(f"$video{i}" for i in range(1, inputs.n_videos + 1))
-        return (f"{vids} or " if vids else "") + "the id of a video step, like $s3"
+        steps = " or ".join(own) if own else "the id of a video step, like $s3"
+        return (f"{vids} or " if vids else "") + steps
     return "words, or the id of an enhance_prompt step"
 
 
@@ -112,10 +131,12 @@ def check_plan(
     n_videos: int = 0,
     known: Mapping[str, str] | None = None,
     max_total_segments: int = MAX_TOTAL_SEGMENTS,
+    request: str | None = None,
 ) -> list[str]:
     """Every problem of ``plan`` in words (empty: it can run). Checks tools, argument names and types, references
     (earlier steps, right kind, inputs that exist), limits (segments, prompt length, step count), that every step's
-    output is used, that the request's inputs are used, and that the final step makes a video."""
+    output is used, that the request's inputs are used, and that the final step makes a video. With ``request`` (the
+    user's words) also what the plan leaves out of them (:func:`request_problems`)."""
     inputs = Inputs(has_image, n_videos, known)
     problems: list[str] = []
     if not plan.steps:
@@ -197,7 +218,68 @@ def check_plan(
     for i in range(1, n_videos + 1):
         if f"$video{i}" not in used:
             problems.append(f"the request's input video $video{i} is not used by any step")
+    if request:
+        problems += request_problems(plan, request, has_image=has_image, n_videos=n_videos)
     return problems
+
+
+def asks_look_change(text: str, *, has_input: bool) -> str | None:
+    """The words of ``text`` that ask to change the look of a picture or clip ("make it look like a 1920s film",
+    "turn the summer scene into winter", "a watercolor painting"), or None. Without an input (``has_input``
+    False) only a verb on a pronoun counts ("turn it into a sketch"): "a watercolor of a fox" is a description."""
+    m = _LOOK_VERB.search(text or "")
+    if m and (has_input or (m.group("what") or "").lower() in ("it", "this", "that", "them")):
+        return m.group(0)
+    if has_input and (m := _LOOK_WORD.search(text or "")):
+        return m.group(0)
+    return None
+
+
+def listed_shots(text: str) -> list[str]:
+    """The shots a request lists ("two scenes: a; b", one per line, or ';'-separated), or [] when it lists none."""
+    from openmora.story import split_shots  # openmora.story imports the plan package
+
+    if _SHOT_COUNT.match(text) or "\n" in text.strip() or ";" in text:
+        shots = split_shots(_SHOT_COUNT.sub("", text, count=1).strip())
+        return shots if len(shots) >= 2 else []
+    return []
+
+
+def request_problems(plan: Plan, text: str, *, has_image: bool = False, n_videos: int = 0) -> list[str]:
+    """What ``plan`` leaves out of what the request's words ask for, in words the planner LLM can act on: a look
+    change of an input (or of a picture the plan makes) with no edit_image step; shots listed but fewer clips."""
+    problems: list[str] = []
+    tools = [s.tool for s in plan.steps]
+    look = asks_look_change(text, has_input=has_image or n_videos > 0)
+    if look and "edit_image" not in tools:
+        what = "input video $video1" if n_videos else "input image $image" if has_image else "picture"
+        fix = (
+            'use {"template": "edit", "prompt": "make it ..."}'
+            if (n_videos == 1) != has_image and n_videos <= 1 and not _EXTRA_WORK.search(text)
+            else "add edit_image with the change as its instruction on "
+            + (
+                "a take_frame of the clip"
+                if n_videos
+                else "$image"
+                if has_image
+                else "the text_to_image step's picture"
+            )
+            + ", then image_to_video on the edited picture"
+        )
+        problems.append(
+            f"the request asks to change the look of the {what} ({look!r}), but the plan has no edit_image step; {fix}"
+        )
+    shots = listed_shots(text) if not has_image and not n_videos else []
+    clips = tools.count("image_to_video")
+    if shots and clips < len(shots):
+        problems.append(
+            f"the request lists {len(shots)} shots, but the plan makes {clips} clip(s); use "
+            f'{{"template": "story", "prompt": ..., "shots": [{len(shots)} shot descriptions]}}'
+        )
+    return problems
+
+
+_EXTRA_WORK = re.compile(r"\b(?:then|extend|continue|longer|connect|join|and\s+then)\b", re.I)
 
 
 def _ancestors(plan: Plan, step_id: str) -> set[str]:

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from openmora.errors import InputError, first_line
-from openmora.group_chat.checker import MAX_TOTAL_SEGMENTS, check_plan
+from openmora.group_chat.checker import MAX_TOTAL_SEGMENTS, asks_look_change, check_plan, listed_shots
 from openmora.group_chat.plan import (
     MAX_SHOTS,
     TEMPLATES,
@@ -44,21 +44,31 @@ from openmora.profiles import Profile
 from openmora.quality.gate import GateSettings, Take, gate_rule
 
 PLAN_MAX_TOKENS = 700
+_TEMPLATE_PROMPT_CHARS = 300
 _DW = re.compile(r"\b(digital[- ]world|minecraft|voxel|video game)\b", re.I)
 _EXTEND = re.compile(r"\b(extend|continue|longer|keep going|more seconds)\b", re.I)
 _JOIN = re.compile(r"\b(join|connect|link|merge|transition)\b", re.I)
 _SHOTS = re.compile(r"^\s*(?:(\w+)\s+(?:shots|scenes)\s*:)", re.I)
+# The templates a request's inputs can run (the grammar offers no other): each uses every input it is given.
+_FITTING = {
+    (False, 0): ("text-to-video", "digital-world", "story"),
+    (True, 0): ("image-to-video", "edit", "digital-world"),
+    (False, 1): ("edit", "extend", "digital-world"),
+    (False, 2): ("connect",),
+}
 
 PLANNER_SYSTEM = """You are the planner of a video-making team. You turn a request into a plan. Reply with JSON only.
 
 If one template fits, reply {"template": NAME, "prompt": PROMPT}; add "seconds": N only when the user says how long:
 - text-to-video: a video from words. PROMPT: a detailed visual description.
-- image-to-video: animate the input image ($image). PROMPT: the motion.
-- extend: make the input video ($video1) longer. PROMPT: what happens next.
-- edit: change the look of the input video ($video1). PROMPT: the edit as an instruction ("make it ...").
+- image-to-video: animate the input image ($image) as it is. PROMPT: the motion.
+- edit: change the look of the input video or image (style, era, season, colours: "make it look like ...", "turn it
+  into ..."), then animate it. PROMPT: the edit as an instruction ("make it ...").
+- extend: make the input video ($video1) longer, nothing else. PROMPT: what happens next.
 - connect: join the two input videos ($video1, $video2) with a transition.
 - digital-world: a video in a Minecraft-like game world. PROMPT: the scene.
-- story: several shots in order; also give "shots": [one visual description per shot].
+- story: several shots or scenes in order ("two scenes: A; B", one per line); also give "shots": [one visual
+  description per shot].
 
 If no template fits, write the steps: {"steps": [{"id": "s1", "tool": TOOL, "args": {...}}, ...]}.
 An argument may be "$image", "$video1", "$video2" (the inputs) or "$s1" (what an earlier step made).
@@ -66,20 +76,23 @@ Every step's output must be used by a later step; the last step makes the final 
 TOOLS
 
 Examples:
-request: a red car, then a blue car, joined smoothly
-{"steps": [{"id": "s1", "tool": "text_to_image", "args": {"prompt": "a red car on a coastal road"}}, {"id": "s2", "tool": "image_to_video", "args": {"image_id": "$s1"}}, {"id": "s3", "tool": "text_to_image", "args": {"prompt": "a blue car on a coastal road"}}, {"id": "s4", "tool": "image_to_video", "args": {"image_id": "$s3"}}, {"id": "s5", "tool": "connect_clips", "args": {"first_clip_id": "$s2", "second_clip_id": "$s4"}}]}
-request (input video $video1): extend this clip, then make the whole thing look like a watercolor
-{"steps": [{"id": "s1", "tool": "extend_video", "args": {"clip_id": "$video1", "segments": 1}}, {"id": "s2", "tool": "take_frame", "args": {"clip_id": "$s1"}}, {"id": "s3", "tool": "edit_image", "args": {"image_id": "$s2", "instruction": "make it look like a watercolor painting"}}, {"id": "s4", "tool": "image_to_video", "args": {"image_id": "$s3"}}, {"id": "s5", "tool": "extend_video", "args": {"clip_id": "$s4", "segments": 1}}]}
-request: a 10 second clip of waves at sunset
-{"template": "text-to-video", "prompt": "ocean waves rolling onto a beach at sunset, golden light, spray", "seconds": 10}
-request: three shots: a seed sprouting; a sapling in rain; a tree at sunset
-{"template": "story", "prompt": "a seed grows into a tree", "shots": ["a seed sprouting in dark soil", "a young sapling in the rain", "a tall tree at sunset"]}"""
+request: a green tractor, then a yellow tractor, joined smoothly
+{"steps": [{"id": "s1", "tool": "text_to_image", "args": {"prompt": "a green tractor in a wheat field"}}, {"id": "s2", "tool": "image_to_video", "args": {"image_id": "$s1"}}, {"id": "s3", "tool": "text_to_image", "args": {"prompt": "a yellow tractor in a wheat field"}}, {"id": "s4", "tool": "image_to_video", "args": {"image_id": "$s3"}}, {"id": "s5", "tool": "connect_clips", "args": {"first_clip_id": "$s2", "second_clip_id": "$s4"}}]}
+request (input video $video1): continue this clip, then make all of it look like a charcoal drawing
+{"steps": [{"id": "s1", "tool": "extend_video", "args": {"clip_id": "$video1", "segments": 1}}, {"id": "s2", "tool": "take_frame", "args": {"clip_id": "$s1"}}, {"id": "s3", "tool": "edit_image", "args": {"image_id": "$s2", "instruction": "make it look like a charcoal drawing"}}, {"id": "s4", "tool": "image_to_video", "args": {"image_id": "$s3"}}, {"id": "s5", "tool": "extend_video", "args": {"clip_id": "$s4", "segments": 1}}]}
+request (input video $video1): make it look like an old oil painting
+{"template": "edit", "prompt": "make it look like an old oil painting"}
+request: an 8 second clip of rain on a window at night
+{"template": "text-to-video", "prompt": "raindrops running down a window pane at night, city lights blurred behind", "seconds": 8}
+request: two scenes: a ship leaving port; the ship in a storm
+{"template": "story", "prompt": "a ship's voyage", "shots": ["a sailing ship leaving a sunny port", "the sailing ship in a stormy sea at night"]}"""
 
 REVISION_SYSTEM = """You are the planner of a video-making team. The user has a video and asks for a change.
 Reply with JSON only: {"change": CHANGE, "text": TEXT, "shot": N, "seconds": S} (shot and seconds only when said).
 CHANGE is one of:
 - edit: change something in the picture but keep its composition (style, era, colours, add or remove an object).
-  TEXT: the change as an instruction, e.g. "make it look like a 1920s photograph".
+  An era or a style ("like the 1950s", "as a watercolor", "vintage") is always edit.
+  TEXT: the change as an instruction, e.g. "make it look like a 1950s postcard".
 - rewrite: describe the scene differently (time of day, light, weather, another subject).
   TEXT: the new full visual prompt, rewritten as one coherent description (not the old prompt plus words).
 - extend: make the video longer. seconds: how much longer. TEXT: what happens next, or "".
@@ -183,6 +196,8 @@ class Planner:
     async def plan(self, text: str, *, has_image: bool = False, n_videos: int = 0, segments: int | None = None) -> Plan:
         """A checked plan for a free-form request: the LLM's, repaired once if needed, else the template."""
         req = Request(text, has_image, n_videos, segments=segments)
+        if segments is None:  # a length beyond the longest plan is bad input, whatever length the LLM would write
+            self.segments_for(parse_seconds(text), 1)
         if self.client is None:
             plan = self.template_for(req)
             plan.source = "template"
@@ -210,12 +225,16 @@ class Planner:
         return fallback
 
     async def _ask_plan(self, messages: list[tuple[str, str]], req: Request) -> tuple[str, Plan | None, list[str]]:
-        raw = await self._complete(messages, planner_schema(), "plan")
+        raw = await self._complete(messages, _schema_for(req), "plan")
         try:
             plan = self.parse_plan(raw, req)
         except (ValueError, KeyError, TypeError, InputError) as err:
             return raw, None, [first_line(err)]
-        return raw, plan, check_plan(plan, has_image=req.has_image, n_videos=req.n_videos, known=req.known)
+        return (
+            raw,
+            plan,
+            check_plan(plan, has_image=req.has_image, n_videos=req.n_videos, known=req.known, request=req.text),
+        )
 
     def parse_plan(self, raw: str, req: Request) -> Plan:
         """The LLM's JSON (a template with parameters, or steps) as a :class:`Plan` (not yet checked)."""
@@ -394,7 +413,9 @@ class Planner:
 def guess_task(text: str, has_image: bool, n_videos: int) -> str:
     """The template a request's words and inputs point to (no LLM)."""
     if has_image:
-        return "digital-world" if _DW.search(text) else "image-to-video"
+        if _DW.search(text):
+            return "digital-world"
+        return "edit" if asks_look_change(text, has_input=True) else "image-to-video"
     if n_videos >= 2:
         return "connect"
     if n_videos == 1:
@@ -407,11 +428,21 @@ def guess_task(text: str, has_image: bool, n_videos: int) -> str:
 
 
 def _is_story(text: str) -> bool:
-    from openmora.story import split_shots
+    return bool(listed_shots(text))
 
-    if _SHOTS.match(text) or "\n" in text.strip() or ";" in text:
-        return len(split_shots(_strip_shot_count(text))) >= 2
-    return False
+
+def _schema_for(req: Request) -> dict[str, Any]:
+    """The plan schema with only the templates the request's inputs can run (any inputs: the steps only)."""
+    schema = planner_schema()
+    fitting = _FITTING.get((req.has_image, req.n_videos), ())
+    template, steps = schema["anyOf"]
+    if not fitting:
+        return steps
+    template["properties"]["template"]["enum"] = list(fitting)
+    # A cap on the words: a small model can repeat a phrase in a description until the token cap (no JSON at all).
+    template["properties"]["prompt"]["maxLength"] = _TEMPLATE_PROMPT_CHARS
+    template["properties"]["shots"]["items"]["maxLength"] = _TEMPLATE_PROMPT_CHARS
+    return schema
 
 
 def _strip_shot_count(text: str) -> str:

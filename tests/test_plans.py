@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 
 from openmora.cli import main
-from openmora.group_chat.checker import check_call, check_plan
+from openmora.group_chat.checker import check_call, check_plan, request_problems
 from openmora.group_chat.plan import TEMPLATES, TOOLS, Plan, PlanStep, planner_schema, template_plan
 from openmora.group_chat.plan_edits import apply_revision
-from openmora.group_chat.planner import Planner, guess_task
+from openmora.group_chat.planner import Planner, Request, _schema_for, guess_task
 from openmora.group_chat.revisions import Revision
 from openmora.llm.clients import replay_client
 from openmora.profiles import load_profile
@@ -142,6 +142,60 @@ def test_a_bad_plan_is_repaired_once_then_the_template_is_used() -> None:
 
 
 @pytest.mark.parametrize(
+    ("text", "inputs", "plan", "words"),
+    [
+        ("make it look like an old film", {"n_videos": 1}, ("extend", {}), "has no edit_image step"),
+        ("make it look like an old film", {"n_videos": 1}, ("edit", {}), None),
+        ("continue it for 2 seconds", {"n_videos": 1}, ("extend", {}), None),
+        ("turn this photo into an oil painting", {"has_image": True}, ("image-to-video", {}), "input image $image"),
+        ("a pencil sketch of a fox", {}, ("text-to-video", {}), None),  # a description, not an edit
+        ("draw a castle, turn it into a charcoal sketch", {}, ("text-to-video", {}), "text_to_image step's picture"),
+        ("make the clouds drift slowly", {"has_image": True}, ("image-to-video", {}), None),
+        ("two scenes: a ship in port; the ship at sea", {}, ("text-to-video", {}), "lists 2 shots"),
+        ("two scenes: a ship in port; the ship at sea", {}, ("story", {"shots": ["port", "sea"]}), None),
+    ],
+)
+def test_the_checker_names_what_a_plan_leaves_out_of_the_request(
+    text: str, inputs: dict, plan: tuple[str, dict], words: str | None
+) -> None:
+    built = template_plan(plan[0], text, **plan[1], **inputs)
+    problems = request_problems(built, text, **inputs)
+    assert any(words in p for p in problems) if words else problems == []
+    assert check_plan(built, request=text, **inputs) == problems  # the template is otherwise valid
+
+
+def test_a_look_change_planned_as_an_extension_goes_back_and_becomes_an_edit() -> None:
+    extend = '{"template": "extend", "prompt": "make it look like an old film"}'
+    edit = '{"template": "edit", "prompt": "make it look like an old film"}'
+    plan, events = plan_with([extend, edit], "make it look like an old film", n_videos=1)
+    first = [f for k, f in events if k == "plan" and f.get("attempt") == 1][0]
+    assert not first["valid"] and "edit_image" in first["problems"][0]
+    assert plan.source == "repaired" and tools(plan) == ["take_frame", "edit_image", "image_to_video"]
+
+
+@pytest.mark.parametrize(
+    ("inputs", "templates"),
+    [
+        ({}, ["text-to-video", "digital-world", "story"]),
+        ({"has_image": True}, ["image-to-video", "edit", "digital-world"]),
+        ({"n_videos": 1}, ["edit", "extend", "digital-world"]),
+        ({"n_videos": 2}, ["connect"]),
+        ({"has_image": True, "n_videos": 1}, None),  # no template uses both: steps only
+    ],
+)
+def test_the_plan_grammar_offers_only_the_templates_the_inputs_can_run(inputs: dict, templates: list | None) -> None:
+    schema = _schema_for(Request("a request", **inputs))
+    if templates is None:
+        assert "steps" in schema["properties"] and "anyOf" not in schema
+    else:
+        assert schema["anyOf"][0]["properties"]["template"]["enum"] == templates
+        assert schema["anyOf"][0]["properties"]["prompt"]["maxLength"] == 300  # no endless description
+        for name in templates:
+            plan = template_plan(name, "a fox", shots=["a", "b"], **inputs)
+            assert check_plan(plan, **inputs) == []
+
+
+@pytest.mark.parametrize(
     ("text", "inputs", "task"),
     [
         ("a fox in the snow", {}, "text-to-video"),
@@ -150,6 +204,7 @@ def test_a_bad_plan_is_repaired_once_then_the_template_is_used() -> None:
         ("make the clouds drift", {"has_image": True}, "image-to-video"),
         ("extend it by two seconds", {"n_videos": 1}, "extend"),
         ("make it look like the 1920s", {"n_videos": 1}, "edit"),
+        ("turn this photo into a pencil sketch", {"has_image": True}, "edit"),
         ("join them", {"n_videos": 2}, "connect"),
     ],
 )
