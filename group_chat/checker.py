@@ -124,6 +124,18 @@ def _ref_hint(want: str, inputs: Inputs, kinds: Mapping[str, str] | None = None)
     return "words, or the id of an enhance_prompt step"
 
 
+def _best_of_problems(step: PlanStep) -> list[str]:
+    """A step's own best_of: a number of takes on a step that renders with a seed."""
+    from openmora.quality.gate import GATED_TOOLS, MAX_BEST_OF
+
+    n = step.best_of
+    if step.tool not in GATED_TOOLS:
+        return [f"{step.id}: best_of is for steps that render ({', '.join(GATED_TOOLS)}), not {step.tool}"]
+    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_BEST_OF:
+        return [f"{step.id}: best_of must be a whole number of takes from 1 to {MAX_BEST_OF}, got {n!r}"]
+    return []
+
+
 def check_plan(
     plan: Plan,
     *,
@@ -156,6 +168,8 @@ def check_plan(
             continue
         if step.agent != spec.agent:
             problems.append(f"{step.id}: {step.tool} is {spec.agent}'s tool, not {step.agent}'s")
+        if step.best_of is not None:
+            problems += _best_of_problems(step)
         for name in step.args:
             if name not in spec.args:
                 allowed = ", ".join(n for n in spec.args if n not in HIDDEN_ARGS)

@@ -271,7 +271,8 @@ class Planner:
             tool = str(s.get("tool", ""))
             args = s.get("args") if isinstance(s.get("args"), dict) else {}
             args = {k: v for k, v in args.items() if k != "seed"}  # seeds are the run's
-            steps.append(PlanStep(str(s.get("id") or f"s{i}"), tool, dict(args)))
+            # a step may ask for several takes, the best kept (checked with the plan)
+            steps.append(PlanStep(str(s.get("id") or f"s{i}"), tool, dict(args), best_of=s.get("best_of")))
         return Plan(steps, intent="auto")
 
     # ----- revisions ----------------------------------------------------------------------------------------

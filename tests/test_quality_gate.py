@@ -239,3 +239,40 @@ def _image(tmp_path: Path) -> Path:
 
 def _final_frames(run_dir: Path) -> np.ndarray:
     return ArtifactStore(run_dir).frames(manifest(run_dir)["run"]["final"])
+
+
+@pytest.mark.integration
+def test_a_plan_step_asks_for_its_own_takes(tmp_path: Path) -> None:
+    plan = {
+        "steps": [
+            {"id": "s1", "tool": "text_to_image", "args": {"prompt": "a lighthouse at night"}},
+            {"id": "s2", "tool": "image_to_video", "args": {"image_id": "$s1"}, "best_of": 2},
+        ]
+    }
+    script = tmp_path / "replay.json"
+    script.write_text(json.dumps([json.dumps(plan)]))
+    r = Orchestrator(profile="tiny", llm=f"replay:{script}", report=False).run(
+        "auto", prompt="a lighthouse at night, animated", out=tmp_path / "r"
+    )
+    takes = [e for e in events(r.run_dir) if e["type"] == "take"]
+    assert [t["plan_step"] for t in takes] == ["s2", "s2"]  # the image step renders once, the video step twice
+    assert len(manifest(r.run_dir)["run"]["takes"][r.final_id]) == 2
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize(
+    ("tool", "best_of", "says"),
+    [
+        ("join_clips", 2, "best_of is for steps that render"),
+        ("image_to_video", 0, "from 1 to 8"),
+        ("image_to_video", 9, "from 1 to 8"),
+    ],
+)
+def test_a_plan_steps_best_of_is_checked(tool: str, best_of: int, says: str) -> None:
+    from openmora.group_chat.checker import check_plan
+    from openmora.group_chat.plan import Plan, PlanStep
+
+    args = {"clip_ids": ["$video1", "$video2"]} if tool == "join_clips" else {"image_id": "$image"}
+    plan = Plan([PlanStep("s1", tool, args, best_of=best_of)])
+    problems = check_plan(plan, has_image=True, n_videos=2)
+    assert any(says in p for p in problems), problems
