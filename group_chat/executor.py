@@ -67,6 +67,7 @@ class PlanExecutor:
         gate: how many takes each step renders and the quality under which the planner is asked for another.
         judge: the planner's decision on a step under the gate (default: the rule of
             :func:`openmora.quality.gate.gate_rule`).
+        remote_shots: an :class:`openmora.scale.RayShots`: :meth:`run_all` renders a story's shots on its actors.
     """
 
     def __init__(
@@ -77,6 +78,7 @@ class PlanExecutor:
         context: dict[str, Any] | None = None,
         gate: GateSettings | None = None,
         judge: Judge | None = None,
+        remote_shots: Any = None,
     ) -> None:
         self.ctx = ctx
         self.transcript = transcript
@@ -86,6 +88,7 @@ class PlanExecutor:
         self.scored: dict[str, Any] = {}  # artifact id -> (metrics, features): the run's report reuses them
         self.judge: Judge = judge or (lambda _step, takes, retakes: gate_rule(takes, self.gate, retakes))
         self._lock = threading.RLock()  # steps of different lanes finish in worker threads
+        self.remote_shots = remote_shots  # openmora.scale.RayShots: a story's shots render on Ray actors
 
     @property
     def state_path(self) -> Path:
@@ -301,6 +304,8 @@ class PlanExecutor:
     def run_all(self, overlap: bool = True) -> str | None:
         """Run every pending step; steps of different lanes (prompt, image, video, connect) whose inputs exist run
         side by side when ``overlap``. Returns the final artifact id."""
+        if self.remote_shots is not None:
+            self.remote_shots.run(self)  # a story's shots on Ray actors first; transitions and the join below
         if not overlap:
             while ready := self.state.ready():
                 self.run_step(ready[0])

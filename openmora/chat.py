@@ -284,6 +284,7 @@ class ChatSession:
                 context={"prompt_writer": self.orch.llm},
                 gate=self.orch.gate,
                 judge=self._judge_without_chat,
+                remote_shots=self.orch.ray_shots,
             )
         return self._exec
 

@@ -60,6 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     fast_help = "opt-in fast mode: the profile's faster, output-changing settings (fewer steps, caches, fp8 weights)"
     run.add_argument("--fast", action="store_true", help=fast_help)
+    run.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS", help=RAY_HELP)
     run.add_argument("--out", help="run folder to create (new or empty); default: runs/<time>-<task>-<id>")
     run.add_argument(
         "--seed", type=int, default=0, help="base random seed; same seed and inputs give the same frames (default 0)"
@@ -162,7 +163,14 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--token", help="require 'Authorization: Bearer TOKEN' on every request (default: $OPENMORA_API_TOKEN)"
     )
+    serve.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS", help=RAY_HELP)
     return parser
+
+
+RAY_HELP = (
+    "render a story's shots on Ray actors that keep their pipelines loaded (needs the ray extra); ADDRESS: a "
+    "cluster's (auto, HOST:PORT, ray://HOST:PORT), default: start one on this machine"
+)
 
 
 def _quality_options(parser: argparse.ArgumentParser) -> None:
@@ -412,7 +420,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "serve":
         from openmora.server.app import serve
 
-        return serve(args.host, args.port, args.profile, args.llm, args.data, args.token)
+        return serve(args.host, args.port, args.profile, args.llm, args.data, args.token, ray=args.ray)
     try:
         progress = _CliProgress()
         orch = Orchestrator(
@@ -424,6 +432,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             best_of=getattr(args, "best_of", 1),
             min_quality=getattr(args, "min_quality", None),
             report=not getattr(args, "no_report", False),
+            ray=getattr(args, "ray", None),
         )
         if args.command == "chat":
             with progress:

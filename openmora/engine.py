@@ -46,6 +46,8 @@ class Orchestrator:
         min_quality: the overall score (0..1) under which the planner is asked whether to render another take
             (default: the profile's; None: never).
         report: score the run and write ``scores.json`` and ``report.html`` into its folder when it finishes.
+        ray: render a story's shots on Ray actors (:mod:`openmora.scale`): ``"local"`` or True (a cluster on this
+            machine), a cluster's address, or a :class:`openmora.scale.RayShots`; default None (in this process).
 
     Example:
         >>> orch = Orchestrator(profile="tiny")
@@ -66,6 +68,7 @@ class Orchestrator:
         best_of: int = 1,
         min_quality: float | None = None,
         report: bool = True,
+        ray: Any = None,
     ) -> None:
         self.profile = profile if isinstance(profile, Profile) else load_profile(profile)
         if fast:
@@ -83,6 +86,9 @@ class Orchestrator:
             max_retakes=self.profile.max_retakes,
         )
         self.report = report
+        from openmora.scale import ray_shots
+
+        self.ray_shots = ray_shots(ray, self.profile)  # actors start on the first story
         self._clients: dict[str, Any] = {}
 
     def client(self, role: str = "planner") -> Any:

@@ -328,12 +328,14 @@ def create_app(
     max_upload_bytes: int | None = None,
     report: bool = True,
     fast: bool = False,
+    ray: str | None = None,
 ) -> FastAPI:
     """The API app over ``data_dir`` (``jobs.sqlite3``, ``jobs/<id>/``). Jobs that were running when a server on
     the same folder died are resumed from their run folders. ``start_worker=False``: jobs queue but none runs.
 
     ``max_upload_bytes``: the largest upload (default ``OPENMORA_MAX_UPLOAD_MB``, 200 MB). Bad ``profile`` or
-    ``llm`` raise :class:`InputError` here, before anything listens.
+    ``llm`` raise :class:`InputError` here, before anything listens. ``ray``: render stories' shots on Ray actors
+    (``local``: a cluster on this machine, or a cluster's address; see :mod:`openmora.scale`).
     """
     from openmora.engine import Orchestrator
 
@@ -341,7 +343,7 @@ def create_app(
     jobs_dir = data / "jobs"
     limit = max_upload_bytes if max_upload_bytes is not None else current().max_upload_mb * 2**20
     # the orchestrator first: a bad profile or LLM leaves no data folder behind
-    orch = Orchestrator(profile=profile, llm=llm, runs_dir=jobs_dir, report=report, fast=fast)
+    orch = Orchestrator(profile=profile, llm=llm, runs_dir=jobs_dir, report=report, fast=fast, ray=ray)
     jobs_dir.mkdir(parents=True, exist_ok=True)
     uploads = data / "uploads"
     shutil.rmtree(uploads, ignore_errors=True)  # half-received uploads of a server that died
@@ -614,6 +616,7 @@ def serve(
     llm: str = "none",
     data: str | Path | None = None,
     token: str | None = None,
+    ray: str | None = None,
 ) -> int:
     """Run the server until interrupted (``openmora serve``). Returns the exit code: 2 for bad options (a
     non-loopback ``host`` without a token, a bad profile), 0 after a clean shutdown."""
@@ -632,7 +635,7 @@ def serve(
         return 2
     data_dir = Path(data) if data else current().runs_dir / "server"
     try:
-        app = create_app(data_dir, profile=profile, llm=llm, token=token)
+        app = create_app(data_dir, profile=profile, llm=llm, token=token, ray=ray)
     except InputError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
