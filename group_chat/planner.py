@@ -210,7 +210,7 @@ class Planner:
                 reason = "; ".join(problems or ["it is not valid JSON of the asked shape"])
                 messages += [
                     ("assistant", raw),
-                    ("user", f"That plan cannot run: {reason}. Write the corrected plan (JSON only)."),
+                    ("user", f"That plan cannot run: {reason}. Write the corrected plan (JSON only).{self._hint(req)}"),
                 ]
             raw, plan, problems = await self._ask_plan(messages, req)
             if plan is not None:
@@ -223,6 +223,18 @@ class Planner:
         fallback.notes.append("the LLM's plan could not run after one repair: " + "; ".join(problems)[:300])
         self._record_plan(fallback, [], reason="fallback: the request's template")
         return fallback
+
+    def _hint(self, req: Request) -> str:
+        """For the repair round: the template the request's words and inputs point to (as with --llm none), named
+        only when that template alone would satisfy the request (small models that copied an example's steps often
+        take a template once it is named; a template that leaves part of the request out is no help)."""
+        try:
+            fallback = self.template_for(req)
+        except InputError:
+            return ""
+        if check_plan(fallback, has_image=req.has_image, n_videos=req.n_videos, known=req.known, request=req.text):
+            return ""
+        return f' If one template fits the whole request, use it: the words and inputs suggest "{fallback.intent}".'
 
     async def _ask_plan(self, messages: list[tuple[str, str]], req: Request) -> tuple[str, Plan | None, list[str]]:
         raw = await self._complete(messages, _schema_for(req), "plan")

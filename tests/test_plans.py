@@ -276,3 +276,12 @@ def test_a_length_beyond_the_longest_video_is_one_line_of_bad_input(tmp_path: Pa
     assert main(["plan", "500 seconds of fireworks"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "500 seconds is longer than" in err and "at most" in err
+
+
+@pytest.mark.unit
+def test_the_repair_round_names_a_template_only_when_it_fits_the_whole_request() -> None:
+    planner = Planner(None, load_profile("tiny"))
+    joined = planner._hint(Request("connect the beach clip to the forest clip", n_videos=2))
+    assert '"connect"' in joined
+    # the words point to text-to-video, which would leave the sketch out: no hint
+    assert planner._hint(Request("make a picture of a lighthouse, turn it into a pencil sketch, animate it")) == ""
