@@ -513,7 +513,7 @@ class ChatSession:
         start = time.perf_counter()
         try:
             scores = score_run(self._store.run_dir, frames=self._store.frames, known=self._executor().scored)
-            report = write_report(self._store.run_dir, scores)
+            report = write_report(self._store.run_dir, scores, frames=self._store.frames)
         except Exception as err:  # noqa: BLE001 - the run's video exists; the report is extra
             logger.warning("could not write the run's report: %s", first_line(err))
             self._transcript.record("note", agent="orchestrator", text=f"no report: {first_line(err)}")

@@ -24,7 +24,7 @@ import html
 import io
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,12 +33,14 @@ from PIL import Image, ImageDraw
 
 from openmora.errors import InputError
 from openmora.fileio import atomic_write_text
-from openmora.replay import Run, load_run
+from openmora.replay import SCORES, Run, load_run
 
 __all__ = ["REPORT", "SCORES", "report_summary", "write_report"]
 
+# A clip's frames by artifact id (ArtifactStore.frames), where the caller has them in memory.
+Frames = Callable[[str], np.ndarray]
+
 REPORT = "report.html"
-SCORES = "scores.json"
 PLAN_STATE = "plan_state.json"
 # A larger final video is linked, not embedded: base64 grows it by 4/3 and the report should stay light.
 MAX_INLINE_VIDEO_BYTES = 20 * 2**20
@@ -176,15 +178,18 @@ def _scored_clips(scores: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
     return {str(c["id"]): c for c in clips if isinstance(c, dict) and "id" in c}
 
 
-def _frames(run: Run, art: dict[str, Any]) -> tuple[np.ndarray | None, str]:
-    """A clip's exact frames (its lossless copy, else its MP4) or None and the reason. Paths are checked first, so
-    a manifest path outside the run folder raises whether or not the file exists."""
+def _frames(run: Run, art: dict[str, Any], pixels: Frames | None = None) -> tuple[np.ndarray | None, str]:
+    """A clip's exact frames (``pixels(id)``: the run's own store, in memory; else its lossless copy, else its MP4)
+    or None and the reason. Paths are checked first, so a manifest path outside the run folder raises whether or
+    not the file exists."""
     from openmora.video_io import read_frames, read_video
 
     lossless = run.path(str(art["frames_path"])) if art.get("frames_path") else None
     mp4 = run.path(str(art.get("path", "")))
     try:
-        if lossless is not None and lossless.is_file():
+        if pixels is not None:
+            frames = pixels(str(art["id"]))
+        elif lossless is not None and lossless.is_file():
             frames = read_frames(lossless)
         elif mp4.is_file():
             frames, _fps = read_video(mp4)
@@ -533,7 +538,7 @@ def _takes(clip: dict[str, Any]) -> str:
     return "<h3>Takes (best of N)</h3>" + _table(["seed", "outputs", "overall", "kept"], rows)
 
 
-def _clip_section(run: Run, art: dict[str, Any], clip: dict[str, Any] | None) -> str:
+def _clip_section(run: Run, art: dict[str, Any], clip: dict[str, Any] | None, pixels: Frames | None = None) -> str:
     cid = str(art["id"])
     final = " (final)" if cid == run.meta.get("final") else ""
     info = (
@@ -544,7 +549,7 @@ def _clip_section(run: Run, art: dict[str, Any], clip: dict[str, Any] | None) ->
     parts = [f"<h2>Clip {_e(cid)}{final}</h2><p>{_e(info)}</p>"]
     if art.get("description"):
         parts.append(f"<p class='muted'>{_e(_cut(art['description']))}</p>")
-    frames, why = _frames(run, art)
+    frames, why = _frames(run, art, pixels)
     fps = art.get("fps") if isinstance(art.get("fps"), (int, float)) else None
     if frames is None:
         parts.append(_red(why))
@@ -620,14 +625,14 @@ def _images(run: Run) -> str:
 
 
 # ----- public ----------------------------------------------------------------------------------------------------
-def render_report(run_dir: str | Path, scores: dict[str, Any] | None = None) -> str:
+def render_report(run_dir: str | Path, scores: dict[str, Any] | None = None, frames: Frames | None = None) -> str:
     """The report of a run folder as one HTML string (what :func:`write_report` writes)."""
     run = load_run(run_dir)
     scores, not_scored = _load_scores(run, scores)
     scored = _scored_clips(scores)
     clips = [a for a in run.artifacts.values() if a.get("kind") == "video"]
     body = [_header(run, scores, not_scored), _plan(run)]
-    body += [_clip_section(run, a, scored.get(str(a["id"]))) for a in clips]
+    body += [_clip_section(run, a, scored.get(str(a["id"])), frames) for a in clips]
     body += [_timings(run), _images(run)]
     title = f"OpenMora report: {run.meta.get('task', '?')} {run.run_dir.name}"
     return (
@@ -636,9 +641,10 @@ def render_report(run_dir: str | Path, scores: dict[str, Any] | None = None) -> 
     )
 
 
-def write_report(run_dir: str | Path, scores: dict[str, Any] | None = None) -> Path:
+def write_report(run_dir: str | Path, scores: dict[str, Any] | None = None, frames: Frames | None = None) -> Path:
     """Write ``report.html`` into the run folder (atomically: a failure leaves no half-written file) and return
     its path. ``scores`` is the content of ``scores.json``; None reads the run's ``scores.json`` if there is one.
+    ``frames(id)``: a clip's frames where the caller has them (a run's own store), so nothing is decoded again.
 
     Raises :class:`openmora.replay.RunNotFoundError` for a folder without a manifest and
     :class:`openmora.replay.UnsafePathError` for a manifest path outside the run folder (nothing is written).
@@ -647,7 +653,7 @@ def write_report(run_dir: str | Path, scores: dict[str, Any] | None = None) -> P
         >>> write_report("runs/20261203-061250-story-1a2b")  # doctest: +SKIP
         PosixPath('runs/20261203-061250-story-1a2b/report.html')
     """
-    text = render_report(run_dir, scores)  # everything read and checked before the file is touched
+    text = render_report(run_dir, scores, frames)  # everything read and checked before the file is touched
     path = Path(run_dir) / REPORT
     atomic_write_text(path, text)
     return path
