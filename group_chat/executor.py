@@ -68,6 +68,9 @@ class PlanExecutor:
         judge: the planner's decision on a step under the gate (default: the rule of
             :func:`openmora.quality.gate.gate_rule`).
         remote_shots: an :class:`openmora.scale.RayShots`: :meth:`run_all` renders a story's shots on its actors.
+        score_steps: score a single take as it finishes, for a planner LLM that reads the step's line. Takes that
+            are compared or gated are always scored; otherwise the run's report scores each clip once, at the end,
+            so a batch run's GPU never waits for the CPU's metrics between steps.
     """
 
     def __init__(
@@ -79,12 +82,14 @@ class PlanExecutor:
         gate: GateSettings | None = None,
         judge: Judge | None = None,
         remote_shots: Any = None,
+        score_steps: bool = True,
     ) -> None:
         self.ctx = ctx
         self.transcript = transcript
         self.state = state
         self.context = {"profile": ctx.profile.name, **(context or {})}
         self.gate = gate or GateSettings()
+        self.score_steps = score_steps
         self.scored: dict[str, Any] = {}  # artifact id -> (metrics, features): the run's report reuses them
         self.judge: Judge = judge or (lambda _step, takes, retakes: gate_rule(takes, self.gate, retakes))
         self._lock = threading.RLock()  # steps of different lanes finish in worker threads
@@ -238,6 +243,8 @@ class PlanExecutor:
         if step.tool not in GATED_TOOLS or args.get("seed") is None:
             return fn(self.ctx, **args), []
         n = self.gate.takes_for(step.tool, step.best_of)
+        if n == 1 and self.gate.min_quality is None and not self.score_steps:
+            return fn(self.ctx, **args), []
         takes: list[Take] = []
         results: list[ToolResult] = []
         retakes = 0

@@ -285,6 +285,7 @@ class ChatSession:
                 gate=self.orch.gate,
                 judge=self._judge_without_chat,
                 remote_shots=self.orch.ray_shots,
+                score_steps=self.orch.llm != "none",  # a planner LLM reads each step's quality
             )
         return self._exec
 
@@ -508,12 +509,15 @@ class ChatSession:
     def _write_report(self) -> None:
         """Score the run and write scores.json and report.html (a failure is a note: the video is made)."""
         from openmora.quality.report import write_report
-        from openmora.quality.score import score_run
+        from openmora.quality.score import score_run, summary
 
         start = time.perf_counter()
         try:
             scores = score_run(self._store.run_dir, frames=self._store.frames, known=self._executor().scored)
             report = write_report(self._store.run_dir, scores, frames=self._store.frames)
+            for clip in scores["clips"]:  # every clip's figures in the manifest too
+                if self._store.has(clip["id"]):
+                    self._store.set_scores(clip["id"], summary(clip))
         except Exception as err:  # noqa: BLE001 - the run's video exists; the report is extra
             logger.warning("could not write the run's report: %s", first_line(err))
             self._transcript.record("note", agent="orchestrator", text=f"no report: {first_line(err)}")
