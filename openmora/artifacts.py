@@ -23,6 +23,7 @@ import logging
 import re
 import threading
 import time
+import weakref
 from collections import OrderedDict
 from collections.abc import Collection
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -48,6 +49,26 @@ ID_PATTERN = re.compile(r"^(img|clip)-(\d{4,6})$")
 # What an artifact is; a video's ids are "clip-...", an image's "img-...".
 ArtifactKind = Literal["image", "video"]
 _PREFIX: dict[ArtifactKind, str] = {"image": "img", "video": "clip"}
+# The stores open in this process, by run folder (see open_store).
+_OPEN: weakref.WeakValueDictionary[Path, ArtifactStore] = weakref.WeakValueDictionary()
+_OPEN_LOCK = threading.Lock()
+
+
+def open_store(run_dir: str | Path) -> ArtifactStore | None:
+    """The store open on ``run_dir`` in this process (not yet closed), or None: a server's previews take the
+    pixels of a running job's artifacts from it instead of decoding their files.
+
+    Example:
+        >>> import tempfile
+        >>> folder = tempfile.mkdtemp()
+        >>> with ArtifactStore(folder) as store:
+        ...     open_store(folder) is store
+        True
+        >>> open_store(folder) is None  # closed
+        True
+    """
+    with _OPEN_LOCK:
+        return _OPEN.get(Path(run_dir).resolve())
 
 
 @dataclass
@@ -261,6 +282,10 @@ class _PixelCache:
             self._items.move_to_end(key)
         return arr
 
+    def peek(self, key: str) -> np.ndarray | None:
+        """Like :meth:`get`, leaving the order of use as it is."""
+        return self._items.get(key)
+
     def put(self, key: str, arr: np.ndarray, pinned: Collection[str] = ()) -> None:
         self.pop(key)
         self._items[key] = arr
@@ -325,6 +350,8 @@ class ArtifactStore:
         if meta:
             self.meta.update(meta)
         self._save()
+        with _OPEN_LOCK:
+            _OPEN[self.run_dir] = self
 
     # ----- ids and paths -----------------------------------------------------------------------------------
     def _next_id(self, kind: ArtifactKind) -> str:
@@ -428,6 +455,15 @@ class ArtifactStore:
         with self._lock:
             self._cache.put(art.id, frames, self._pending)
         return frames
+
+    def first_pixels(self, artifact_id: str) -> np.ndarray | None:
+        """An image's pixels or a clip's first frame, ``(H, W, 3)`` ``uint8``, if they are in memory now; None
+        otherwise (this never reads a file, and leaves the cache's order of use as it is)."""
+        with self._lock:
+            pixels = self._cache.peek(artifact_id)
+        if pixels is None:
+            return None
+        return pixels[0] if pixels.ndim == 4 else pixels
 
     @property
     def cached_bytes(self) -> int:
@@ -596,6 +632,9 @@ class ArtifactStore:
             if self._closed:
                 return
             self._closed = True
+        with _OPEN_LOCK:
+            if _OPEN.get(self.run_dir) is self:
+                del _OPEN[self.run_dir]
         start = time.perf_counter()
         self._writer.shutdown(wait=True)
         self.wait_seconds += time.perf_counter() - start

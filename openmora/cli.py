@@ -152,8 +152,9 @@ def build_parser() -> argparse.ArgumentParser:
         "serve",
         help="the HTTP job API: queue jobs, watch their events, download and revise their videos",
         description="Serve the job API (FastAPI + uvicorn; docs at /docs). Jobs persist in DATA/jobs.sqlite3 and "
-        "survive a restart: a job that was running is resumed from its run folder. One job runs at a time, on "
-        "pipelines that stay loaded between jobs.",
+        "survive a restart: a job that was running is resumed from its run folder. Jobs run on pipelines that "
+        "stay loaded between jobs: --jobs N at once (default: as many as the memory manager says fit), or with "
+        "--ray one per Ray actor.",
     )
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1; others need --token)")
     serve.add_argument("--port", type=int, default=8188, help="port (default 8188)")
@@ -163,7 +164,23 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--token", help="require 'Authorization: Bearer TOKEN' on every request (default: $OPENMORA_API_TOKEN)"
     )
-    serve.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS", help=RAY_HELP)
+    serve.add_argument(
+        "--ray",
+        nargs="?",
+        const="local",
+        metavar="ADDRESS",
+        help="run each job on a Ray actor that owns a GPU (or a CPU slot) and keeps its pipelines loaded, a story's "
+        "shots on all of them (needs the ray extra); ADDRESS: a cluster's (auto, HOST:PORT, ray://HOST:PORT), "
+        "default: start one on this machine",
+    )
+    serve.add_argument(
+        "--jobs",
+        type=int,
+        metavar="N",
+        help="jobs at once: without --ray, in this process on shared pipelines (default: as many as fit the "
+        "device's memory by the profile's estimated weights and reserve, 1 for mora on a 24 GB GPU); with --ray, "
+        "the number of actors (default: one per GPU, else per CPU, at most 4)",
+    )
     return parser
 
 
@@ -420,7 +437,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "serve":
         from openmora.server.app import serve
 
-        return serve(args.host, args.port, args.profile, args.llm, args.data, args.token, ray=args.ray)
+        return serve(args.host, args.port, args.profile, args.llm, args.data, args.token, ray=args.ray, jobs=args.jobs)
     try:
         progress = _CliProgress()
         orch = Orchestrator(

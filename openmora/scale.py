@@ -55,20 +55,17 @@ class ShotWorker:
 
     Args:
         profile: the profile every shot renders with (the orchestrator's, fast variant included).
+        runtime: where its pipelines live (default: a new one); a job actor passes its orchestrator's, so that its
+            jobs and shots share one set of loaded pipelines.
     """
 
-    def __init__(self, profile: Profile) -> None:
+    def __init__(self, profile: Profile, runtime: Any = None) -> None:
         from openmora.loader import PipelineLoader
         from openmora.runtime import Runtime
 
         self.profile = profile
-        self.loader = PipelineLoader(profile, runtime=Runtime())
-        self.name = f"{os.getpid()}"
-        try:
-            ctx = _ray().get_runtime_context()
-            self.name = ctx.get_actor_id() or self.name
-        except Exception:  # noqa: BLE001 - outside an actor (a test calling it directly): the process id names it
-            pass
+        self.loader = PipelineLoader(profile, runtime=runtime if runtime is not None else Runtime())
+        self.name = actor_name()
 
     def render_shot(self, steps: list[dict[str, Any]]) -> dict[str, Any]:
         """Render one shot's steps in plan order (``PlanStep.to_dict()`` each, seeds fixed) in a scratch store.
@@ -135,6 +132,42 @@ def actor_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k.startswith(_ENV_PREFIXES)}
 
 
+def actor_name() -> str:
+    """The Ray actor id of the calling actor; outside an actor (a test calling a worker directly) the process id."""
+    try:
+        return str(_ray().get_runtime_context().get_actor_id() or os.getpid())
+    except Exception:  # noqa: BLE001 - no Ray, or not in an actor: the process id names it
+        return str(os.getpid())
+
+
+def connect(address: str, init: dict[str, Any] | None = None) -> Any:
+    """Join the Ray cluster at ``address`` (``local``: start one on this machine), unless this process already has;
+    returns the ``ray`` module."""
+    ray = _ray()
+    if not ray.is_initialized():
+        try:
+            ray.init(
+                address=None if address == LOCAL else address,
+                include_dashboard=False,
+                log_to_driver=False,
+                **(init or {}),
+            )
+        except Exception as err:  # noqa: BLE001 - one line for the user, whatever Ray raised
+            raise OpenMoraError(f"cannot start or join Ray at {address}: {first_line(err)}") from err
+    return ray
+
+
+def actor_resources(ray: Any, n: int | None) -> tuple[int, dict[str, Any]]:
+    """How many actors to make and what each one asks for: ``n`` (default: one per GPU of the cluster, else one per
+    CPU, at most 4), each with a GPU (a share of one when ``n`` is more than the GPUs) or else one CPU."""
+    resources = ray.cluster_resources()
+    gpus = int(resources.get("GPU", 0))
+    n = n or (gpus if gpus else max(1, min(4, int(resources.get("CPU", 1)))))
+    if gpus:
+        return n, {"num_gpus": 1 if n <= gpus else gpus / n}
+    return n, {"num_cpus": 1}
+
+
 class RayShots:
     """Renders a story's shots on Ray actors; used by the executor when a run has Ray on.
 
@@ -172,21 +205,12 @@ class RayShots:
         with self._lock:
             if self.actors:
                 return self.actors
-            ray = _ray()
-            if not ray.is_initialized():
-                address = None if self.address == LOCAL else self.address
-                try:
-                    ray.init(address=address, include_dashboard=False, log_to_driver=False, **self.init_args)
-                except Exception as err:  # noqa: BLE001 - one line for the user, whatever Ray raised
-                    raise OpenMoraError(f"cannot start or join Ray at {self.address}: {first_line(err)}") from err
-            resources = ray.cluster_resources()
-            gpus = int(resources.get("GPU", 0))
-            n = self.n_actors or (gpus if gpus else max(1, min(4, int(resources.get("CPU", 1)))))
-            options: dict[str, Any] = {"num_gpus": 1} if gpus else {"num_cpus": 1}
+            ray = connect(self.address, self.init_args)
+            n, options = actor_resources(ray, self.n_actors)
             remote = ray.remote(ShotWorker)
-            self.actors = [
+            self.actors.extend(
                 remote.options(runtime_env={"env_vars": self.env}, **options).remote(self.profile) for _ in range(n)
-            ]
+            )
             return self.actors
 
     def shutdown(self) -> None:
@@ -194,7 +218,7 @@ class RayShots:
         ray = _ray()
         for actor in self.actors:
             ray.kill(actor)
-        self.actors = []
+        self.actors.clear()
 
     def run(self, executor: Any) -> int:
         """Render every pending shot of ``executor``'s plan on the actors and record its steps; returns how many

@@ -279,6 +279,141 @@ def test_a_token_is_required_on_every_request_and_off_loopback(
     assert not (tmp_path / "refused").exists()
 
 
+# ----- the event log and previews, without a server -------------------------------------------------------------
+def _preview_pixels(uri: str) -> Any:
+    import numpy as np
+    from PIL import Image
+
+    head, payload = uri.split(",", 1)
+    assert head == "data:image/png;base64"
+    with Image.open(io.BytesIO(base64.b64decode(payload))) as im:
+        return np.asarray(im.convert("RGB"))
+
+
+@pytest.mark.unit
+def test_previews_come_from_the_pixels_in_memory_and_from_the_files_only_once_the_store_is_gone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import imageio_ffmpeg
+    import numpy as np
+
+    from openmora.artifacts import ArtifactStore, open_store
+    from openmora.server.jobs import EVENTS_FILE, RUN_DIR, EventLog, emit_previews, thumbnail_of
+
+    image = np.random.default_rng(0).integers(0, 256, (64, 96, 3), dtype=np.uint8)
+    ys, xs = np.mgrid[0:64, 0:96]
+    first = np.stack([xs * 2, ys * 3, np.full_like(xs, 60)], axis=-1).astype(np.uint8)  # smooth: H.264 keeps it
+    frames = np.stack([first] + [255 - first] * 4)  # the first frame differs from the rest
+    decoded: list[str] = []
+    real_read_frames = imageio_ffmpeg.read_frames
+
+    def counting_read_frames(path: str, *args: Any, **kwargs: Any) -> Any:
+        decoded.append(path)
+        return real_read_frames(path, *args, **kwargs)
+
+    monkeypatch.setattr(imageio_ffmpeg, "read_frames", counting_read_frames)
+    job_dir = tmp_path / "jobs" / "0123456789ab"
+    run_dir = job_dir / RUN_DIR
+    log = EventLog(job_dir / EVENTS_FILE)
+    store = ArtifactStore(run_dir)
+    assert open_store(run_dir) is store
+    img = store.add_image(image, tool="text_to_image")
+    clip = store.add_video(frames, 7, tool="image_to_video", parents=[img.id])
+    emit_previews(run_dir, log)  # the files may still be being written: previews made now, sent once on disk
+    store.close()  # its pixels are gone: what was made from them is still sent, nothing is decoded
+    assert open_store(run_dir) is None
+    emit_previews(run_dir, log)
+    previews = {r["id"]: r for r in log.read() if r["type"] == "preview"}
+    assert set(previews) == {img.id, clip.id} and decoded == []
+    assert previews[clip.id]["image"] == thumbnail_of(frames[0])
+    assert previews[img.id]["image"] == thumbnail_of(image)
+    assert previews[clip.id]["path"] == clip.path and previews[clip.id]["kind"] == "video"
+    assert emit_previews(run_dir, log) == 0  # one preview an artifact
+
+    # a job resumed after a restart: a clip whose pixels are not in memory is decoded from its MP4 (lossy)
+    other = EventLog(tmp_path / "jobs" / "ba9876543210" / EVENTS_FILE)
+    run_copy = other.path.parent / RUN_DIR
+    run_copy.mkdir(parents=True)
+    for rel in ("manifest.json", img.path, clip.path):
+        (run_copy / rel).parent.mkdir(parents=True, exist_ok=True)
+        (run_copy / rel).write_bytes((run_dir / rel).read_bytes())
+    assert emit_previews(run_copy, other) == 2 and len(decoded) == 1
+    again = {r["id"]: r["image"] for r in other.read() if r["type"] == "preview"}
+    assert again[img.id] == previews[img.id]["image"]  # a PNG is exact
+    got = _preview_pixels(again[clip.id]).astype(int)
+    assert got.shape == (64, 96, 3)
+    assert np.abs(got - first).mean() < 8 < np.abs(got - frames[1]).mean()  # H.264's loss, not another frame
+
+
+@pytest.mark.unit
+def test_progress_events_are_coalesced_keeping_each_stages_last_and_every_other_event(tmp_path: Path) -> None:
+    from openmora.server.jobs import EventLog
+
+    def progress(stage: str, step: int) -> dict[str, Any]:
+        return {"type": "progress", "stage": stage, "role": stage, "step": step, "total": 9}
+
+    path = tmp_path / "events.jsonl"
+    log = EventLog(path, progress_per_s=1e-6)  # one progress event recorded, then each held until something else
+    log.emit({"type": "status", "status": "running"})
+    held = [log.emit(progress("a", i)) is None for i in range(10)]
+    assert held == [False] + [True] * 9
+    log.emit(progress("b", 0))  # another stage: a's last step is recorded first
+    for i in range(1, 4):
+        log.emit(progress("b", i))
+    log.emit({"type": "encode", "phase": "start", "id": "clip-0001", "frames": 8})
+    log.emit(progress("b", 9))
+    log.emit({"type": "status", "status": "done"})
+    records = log.read()
+    assert [(r["type"], r.get("stage"), r.get("step", r.get("status"))) for r in records] == [
+        ("status", None, "running"),
+        ("progress", "a", 0),
+        ("progress", "a", 9),
+        ("progress", "b", 0),
+        ("progress", "b", 3),
+        ("encode", None, None),
+        ("progress", "b", 9),
+        ("status", None, "done"),
+    ]
+    assert [r["seq"] for r in records] == list(range(1, 9))
+    assert log.last_progress == records[6]
+    log.close()
+
+    every = EventLog(tmp_path / "every.jsonl", progress_per_s=0)  # 0: no coalescing
+    for i in range(5):
+        every.emit(progress("a", i))
+    assert [r["step"] for r in every.read()] == [0, 1, 2, 3, 4]
+    every.close()
+
+
+@pytest.mark.unit
+def test_the_event_log_survives_a_torn_last_line_and_goes_on_numbering(tmp_path: Path) -> None:
+    from openmora.server.jobs import EventLog
+
+    path = tmp_path / "events.jsonl"
+    log = EventLog(path)
+    for status in ("queued", "running"):
+        log.emit({"type": "status", "status": status})
+    log.emit({"type": "transcript", "event": {"type": "note", "text": "half"}})
+    log.close()
+    whole = path.read_bytes()
+    with open(path, "ab") as f:  # a kill -9 in the middle of a line
+        f.write(b'{"seq": 4, "type": "prev')
+    reopened = EventLog(path)
+    assert reopened.seq == 3 and path.read_bytes() == whole
+    assert reopened.emit({"type": "status", "status": "done"})["seq"] == 4
+    records = [json.loads(line) for line in path.read_text().splitlines()]
+    assert [r["seq"] for r in records] == [1, 2, 3, 4] and records[-1]["status"] == "done"
+
+    # a whole last record that lost only its newline is kept
+    with open(path, "ab") as f:
+        f.write(json.dumps({"seq": 5, "type": "status", "status": "queued"}).encode())
+    kept = EventLog(path)
+    assert kept.seq == 5 and path.read_text().endswith("\n")
+    assert kept.emit({"type": "status", "status": "running"})["seq"] == 6
+    assert [r["seq"] for r in kept.read()] == [1, 2, 3, 4, 5, 6]
+    kept.close()
+
+
 # ----- a real server, killed mid-job ----------------------------------------------------------------------------
 def _free_port() -> int:
     with socket.socket() as s:
@@ -357,3 +492,121 @@ def test_a_job_running_when_the_server_is_killed_resumes_after_a_restart_reusing
         except subprocess.TimeoutExpired:
             proc.kill()
         http.close()
+
+
+# ----- several jobs at once ---------------------------------------------------------------------------------------
+def _final_frames(run_dir: Path) -> Any:
+    from openmora.artifacts import ArtifactStore
+
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    return ArtifactStore(run_dir).frames(manifest["run"]["final"])
+
+
+def _status_events(data: Path, job_id: str) -> list[dict[str, Any]]:
+    lines = (data / "jobs" / job_id / "events.jsonl").read_text().splitlines()
+    return [r for r in map(json.loads, lines) if r["type"] == "status"]
+
+
+@pytest.mark.unit
+def test_a_queued_step_is_taken_by_one_slot_and_a_jobs_steps_one_after_another(tmp_path: Path) -> None:
+    import threading
+
+    from openmora.server.queue import JobQueue
+
+    queue = JobQueue(tmp_path / "jobs.sqlite3")
+    ids = [
+        queue.add_job("text-to-video", prompt=f"p{i}", seed=i, segments=1, best_of=1, inputs=[]).id for i in range(40)
+    ]
+    taken: list[tuple[int, str]] = []
+    lock = threading.Lock()
+
+    def take() -> None:
+        while (step := queue.take_step()) is not None:
+            with lock:
+                taken.append((step.id, step.job_id))
+
+    threads = [threading.Thread(target=take) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(job for _, job in taken) == sorted(ids)  # each step once, to one taker
+    assert len({step for step, _ in taken}) == 40
+    # A job whose step runs gets no second step until it ends; claim() loses to the one who took it.
+    first = ids[0]
+    queue.set_step(taken[[j for _, j in taken].index(first)][0], status="done")
+    queue.add_revision(first, "darker")
+    step = queue.take_step()
+    assert step is not None and step.job_id == first and step.kind == "revise"
+    queue.add_revision(first, "brighter")
+    assert queue.take_step() is None and queue.next_step() is None
+    assert queue.claim(step.id) is False
+    queue.set_step(step.id, status="done")
+    nxt = queue.next_step()
+    assert nxt is not None and nxt.text == "brighter"
+    assert queue.claim(nxt.id) is True and queue.claim(nxt.id) is False
+
+
+@pytest.mark.unit
+def test_jobs_at_once_follow_the_memory_estimate_and_are_checked(tmp_path: Path) -> None:
+    from openmora.errors import InputError
+    from openmora.memory import GB
+    from openmora.profiles import load_profile
+    from openmora.scale_jobs import concurrent_jobs, job_memory, jobs_that_fit
+
+    weights, reserve = job_memory(load_profile("mora"))["cuda"]
+    assert jobs_that_fit(weights, reserve, 24 * GB) == 1  # one 24 GB card: mora runs one job at a time
+    assert jobs_that_fit(weights, reserve, 100 * GB) == 2  # 58.9 GB of weights + 2 x 14 GB of reserve
+    tiny_w, tiny_r = job_memory(load_profile("tiny"), {r: "cpu" for r in load_profile("tiny").roles})["cpu"]
+    assert jobs_that_fit(tiny_w, tiny_r, int(0.6 * GB)) == 2 and jobs_that_fit(tiny_w, tiny_r, 64 * GB) == 4
+    assert 1 <= concurrent_jobs(load_profile("tiny")) <= max(1, os.cpu_count() or 1)
+    with pytest.raises(InputError, match="--jobs must be a whole number"):
+        create_app(tmp_path / "data", jobs=0)
+    assert not (tmp_path / "data").exists()
+    from openmora.cli import build_parser
+
+    assert build_parser().parse_args(["serve", "--jobs", "2"]).jobs == 2
+    assert build_parser().parse_args(["serve"]).jobs is None
+
+
+@pytest.mark.integration
+def test_two_slots_run_two_jobs_at_once_with_the_frames_of_one_at_a_time(tmp_path: Path) -> None:
+    import numpy as np
+
+    from openmora import Orchestrator
+
+    data = tmp_path / "data"
+    requests = [("a fox running through snow", 5), ("a red kite over the sea", 6)]
+    app = create_app(data, profile="tiny", llm="none", jobs=2, report=False)
+    with TestClient(app) as client:
+        assert app.state.openmora.worker.n_slots == 2
+        client.post("/queue/pause")  # both queued before either starts
+        ids = []
+        for prompt, seed in requests:
+            r = client.post(
+                "/jobs", data={"task": "text-to-video", "prompt": prompt, "seed": str(seed), "segments": "2"}
+            )
+            ids.append(r.json()["id"])
+        client.post("/queue/resume")
+        jobs = [_wait(client, job_id) for job_id in ids]
+    assert [j["status"] for j in jobs] == ["done", "done"], [j["error"] for j in jobs]
+    runs = []
+    for job_id in ids:
+        statuses = _status_events(data, job_id)
+        running = next(e for e in statuses if e["status"] == "running")
+        done = next(e for e in statuses if e["status"] == "done")
+        runs.append((running["slot"], running["time"], done["time"]))
+    (slot_a, start_a, end_a), (slot_b, start_b, end_b) = runs
+    assert {slot_a, slot_b} == {0, 1}
+    assert start_a < end_b and start_b < end_a  # each started before the other ended
+
+    # The same requests one at a time, in this process: the same frames.
+    orch = Orchestrator(report=False)
+    for job_id, (prompt, seed) in zip(ids, requests, strict=True):
+        serial = orch.run("text-to-video", prompt=prompt, seed=seed, segments=2, out=tmp_path / f"serial-{seed}")
+        run_dir = data / "jobs" / job_id / "run"
+        frames = _final_frames(run_dir)
+        manifest = json.loads((run_dir / "manifest.json").read_text())
+        final = next(a for a in manifest["artifacts"] if a["id"] == manifest["run"]["final"])
+        assert frames.shape[0] == final["frames"] > 8 and (run_dir / "final.mp4").is_file()
+        assert np.array_equal(frames, _final_frames(serial.run_dir))

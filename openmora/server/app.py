@@ -329,27 +329,35 @@ def create_app(
     report: bool = True,
     fast: bool = False,
     ray: str | None = None,
+    jobs: int | None = None,
 ) -> FastAPI:
     """The API app over ``data_dir`` (``jobs.sqlite3``, ``jobs/<id>/``). Jobs that were running when a server on
     the same folder died are resumed from their run folders. ``start_worker=False``: jobs queue but none runs.
 
-    ``max_upload_bytes``: the largest upload (default ``OPENMORA_MAX_UPLOAD_MB``, 200 MB). Bad ``profile`` or
-    ``llm`` raise :class:`InputError` here, before anything listens. ``ray``: render stories' shots on Ray actors
-    (``local``: a cluster on this machine, or a cluster's address; see :mod:`openmora.scale`).
+    ``max_upload_bytes``: the largest upload (default ``OPENMORA_MAX_UPLOAD_MB``, 200 MB). Bad ``profile``,
+    ``llm``, ``ray`` or ``jobs`` raise :class:`InputError` here, before anything listens. ``ray``: run each job step
+    on a Ray job actor, a story's shots on all of them (``local``: a cluster on this machine, or a cluster's
+    address; see :mod:`openmora.scale_jobs`). ``jobs``: how many jobs run at once: without Ray, slots of this
+    process (default: what the memory manager says fits, :func:`openmora.scale_jobs.concurrent_jobs`); with Ray,
+    the actors (default: one per GPU, else per CPU, at most 4).
     """
     from openmora.engine import Orchestrator
+    from openmora.scale_jobs import RayJobs, check_jobs, concurrent_jobs
 
     data = Path(data_dir)
     jobs_dir = data / "jobs"
     limit = max_upload_bytes if max_upload_bytes is not None else current().max_upload_mb * 2**20
+    jobs = check_jobs(jobs)
     # the orchestrator first: a bad profile or LLM leaves no data folder behind
-    orch = Orchestrator(profile=profile, llm=llm, runs_dir=jobs_dir, report=report, fast=fast, ray=ray)
+    orch = Orchestrator(profile=profile, llm=llm, runs_dir=jobs_dir, report=report, fast=fast)
+    pool = RayJobs(orch.profile, llm=orch.llm, report=report, address=ray, actors=jobs) if ray else None
+    slots = jobs or (1 if pool is not None else concurrent_jobs(orch.profile, orch.runtime))
     jobs_dir.mkdir(parents=True, exist_ok=True)
     uploads = data / "uploads"
     shutil.rmtree(uploads, ignore_errors=True)  # half-received uploads of a server that died
     queue = JobQueue(data / "jobs.sqlite3")
     hub = EventHub(jobs_dir)
-    worker = Worker(queue, hub, jobs_dir, orch)
+    worker = Worker(queue, hub, jobs_dir, orch, slots=slots, ray=pool)
     for job_id in queue.recover():
         worker.status_event(job_id, "queued", resumed=True)
     st = _State(data, jobs_dir, queue, hub, worker, limit)
@@ -617,9 +625,10 @@ def serve(
     data: str | Path | None = None,
     token: str | None = None,
     ray: str | None = None,
+    jobs: int | None = None,
 ) -> int:
     """Run the server until interrupted (``openmora serve``). Returns the exit code: 2 for bad options (a
-    non-loopback ``host`` without a token, a bad profile), 0 after a clean shutdown."""
+    non-loopback ``host`` without a token, a bad profile, ``jobs`` < 1), 0 after a clean shutdown."""
     import uvicorn
 
     token = token or current().api_token
@@ -635,12 +644,15 @@ def serve(
         return 2
     data_dir = Path(data) if data else current().runs_dir / "server"
     try:
-        app = create_app(data_dir, profile=profile, llm=llm, token=token, ray=ray)
+        app = create_app(data_dir, profile=profile, llm=llm, token=token, ray=ray, jobs=jobs)
     except InputError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    n = app.state.openmora.worker.n_slots
+    at_once = f"Ray {ray}, {jobs or 'one per GPU or CPU'} job actors" if ray else f"{n} job{'s' * (n > 1)} at once"
     print(
-        f"openmora serve: http://{host}:{port} (profile {profile}, llm {llm}, data {data_dir}); the web page at /, API docs at /docs",
+        f"openmora serve: http://{host}:{port} (profile {profile}, llm {llm}, data {data_dir}, {at_once}); the web "
+        "page at /, API docs at /docs",
         file=sys.stderr,
     )
     try:

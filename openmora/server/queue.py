@@ -1,8 +1,9 @@
 """The server's persistent job queue: one SQLite file (``DATA/jobs.sqlite3``, WAL mode) that survives a restart.
 
 A *job* is one run folder; its *steps* are the requests made on it: the first (``start``), then each revision
-(``revise``). The worker runs the oldest queued step of any job, one at a time. Every write goes through one
-connection under one lock (one writer); readers see a consistent state thanks to WAL.
+(``revise``). The worker's slots take the oldest queued step of a job that has none running; taking one is a
+transaction (:meth:`JobQueue.take_step`, :meth:`JobQueue.claim`), so two slots never get the same step. Every write
+goes through one connection under one lock (one writer); readers see a consistent state thanks to WAL.
 
 | table | holds |
 |---|---|
@@ -64,6 +65,13 @@ CREATE TABLE IF NOT EXISTS steps (
 );
 CREATE TABLE IF NOT EXISTS state (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
+
+
+# The oldest queued step whose job has no step running: one job's steps run one after another, on one slot.
+_NEXT = (
+    "SELECT * FROM steps WHERE status = 'queued' AND job_id NOT IN "
+    "(SELECT job_id FROM steps WHERE status = 'running') ORDER BY id LIMIT 1"
+)
 
 
 def _now() -> str:
@@ -209,12 +217,38 @@ class JobQueue:
 
     # ----- steps ------------------------------------------------------------------------------------------------
     def next_step(self) -> Step | None:
-        """The oldest queued step (None: none, or the queue is paused)."""
+        """The oldest queued step of a job with no step running (None: none, or the queue is paused). It stays
+        queued: :meth:`claim` (or :meth:`take_step`) hands it to one worker slot."""
         if self.paused:
             return None
         with self._lock:
-            row = self._db.execute("SELECT * FROM steps WHERE status = 'queued' ORDER BY id LIMIT 1").fetchone()
+            row = self._db.execute(_NEXT).fetchone()
         return _step(row) if row else None
+
+    def claim(self, step_id: int) -> bool:
+        """Mark a queued step ``running`` in one transaction; True for the one caller that got it (False: another
+        slot took it first, it was cancelled, or another step of its job runs)."""
+        with self._tx() as db:
+            n = db.execute(
+                "UPDATE steps SET status = 'running' WHERE id = ? AND status = 'queued' AND job_id NOT IN "
+                "(SELECT job_id FROM steps WHERE status = 'running')",
+                (step_id,),
+            ).rowcount
+        return n == 1
+
+    def take_step(self) -> Step | None:
+        """:meth:`next_step` and :meth:`claim` in one transaction: the step returned is ``running`` and no other
+        caller gets it (None: nothing to take, or the queue is paused)."""
+        if self.paused:
+            return None
+        with self._tx() as db:
+            row = db.execute(_NEXT).fetchone()
+            if row is None:
+                return None
+            db.execute("UPDATE steps SET status = 'running' WHERE id = ?", (row["id"],))
+        step = _step(row)
+        step.status = "running"
+        return step
 
     def set_step(self, step_id: int, **values: Any) -> None:
         """Update a step's columns (``status``, ``error``, ``request``, ``resumed``)."""
