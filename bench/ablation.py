@@ -272,7 +272,7 @@ def run_ablation(args: Any, elapsed: Callable[[], float]) -> dict:
             if prepare is not None:
                 prepare()
             t = time.perf_counter()
-            compile_regions(unet)
+            compile_regions(unet, mode="blocking")
             forward()
             sync()
             compile_s = time.perf_counter() - t
@@ -791,7 +791,7 @@ def _wan_compiled_run(pipe: Any, latents: Callable[[int], tuple], steps: int, re
     the 40 blocks); the blocks run eager again afterwards, so the fp32 reference and the offloaded runs are eager."""
     from openmora.speedups.compile import compile_regions
 
-    compile_regions(pipe.transformer)
+    compile_regions(pipe.transformer, mode="blocking")
     start = time.perf_counter()
     latents(1)  # compiles
     res["compile_warmup_s"] = time.perf_counter() - start

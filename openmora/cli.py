@@ -15,7 +15,7 @@ from typing import Any
 from openmora.chat import ChatSession
 from openmora.engine import Orchestrator
 from openmora.errors import InputError, ModelLoadError, OpenMoraError
-from openmora.events import Event
+from openmora.events import CompileEndEvent, CompileQueuedEvent, Event
 from openmora.group_chat.plans import TASK_HELP, TASKS
 from openmora.group_chat.session import DEFAULT_MAX_TURNS, RunIncomplete
 from openmora.profiles import available_profiles
@@ -228,6 +228,10 @@ class _CliProgress:
             transient=True,
         )
         self.tasks: dict[str, Any] = {}
+        self.compiles_queued = 0
+        self.compiles_done = 0
+        self.said_background = False
+        self.compile_estimate: float | None = 0.0  # None once a queued region was never timed on this machine
 
     def __enter__(self) -> _CliProgress:
         self.progress.__enter__()
@@ -244,6 +248,39 @@ class _CliProgress:
     def _done(self, key: str) -> None:
         if key in self.tasks:
             self.progress.remove_task(self.tasks.pop(key))
+
+    def _compile(self, event: CompileQueuedEvent | CompileEndEvent) -> None:
+        """One bar for the background compiles: how many are done of those queued, and the estimate when known."""
+        key = "compile"
+        if event["phase"] == "queued":
+            self.compiles_queued += 1
+            if event["estimate_s"] is None:
+                self.compile_estimate = None
+            elif self.compile_estimate is not None:
+                self.compile_estimate += event["estimate_s"]
+            if event["background"] and not self.said_background:
+                self.said_background = True
+                self.console.print(
+                    "  compiling the models' hot blocks in the background (rendering eagerly until each is ready; "
+                    "the first time on a machine this takes minutes, later runs reuse the compile cache)",
+                    style="dim",
+                )
+            elif not event["background"]:
+                about = f" (about {event['estimate_s']:.0f}s)" if event["estimate_s"] else ""
+                self.console.print(f"  compiling {event['name']} from the compile cache{about}", style="dim")
+        else:
+            self.compiles_done += 1
+            if not event["ok"]:
+                self.console.print(f"  {event['name']} stays eager: its compile failed (see the log)", style="yellow")
+        about = f", about {self.compile_estimate:.0f}s in all last time" if self.compile_estimate else ""
+        description = f"compiling{about}"
+        if key not in self.tasks:
+            self.tasks[key] = self.progress.add_task(description, total=self.compiles_queued)
+        self.progress.update(
+            self.tasks[key], description=description, total=self.compiles_queued, completed=self.compiles_done
+        )
+        if event["pending"] == 0 and event["phase"] == "end":
+            self._done(key)
 
     def __call__(self, event: Event) -> None:
         # Compared as event["type"] (not through a variable): a type checker then knows each branch's keys.
@@ -268,6 +305,8 @@ class _CliProgress:
                 self._bar(key, f"encoding {event['id']} ({event['frames']} frames)", None)
             else:
                 self._done(key)
+        elif event["type"] == "compile":
+            self._compile(event)
         elif event["type"] == "transcript":
             e = event["event"]
             if e["type"] == "message":
@@ -486,7 +525,31 @@ def main(argv: Sequence[str] | None = None) -> int:
         file=sys.stderr,
     )
     print(result.final_video)
+    _finish_compiles(progress)
     return 0
+
+
+def _finish_compiles(progress: _CliProgress) -> None:
+    """Wait for the background compiles the run queued, so that the next process finds them in the compile cache.
+    The video is written already; Ctrl-C skips the wait (compiles finished so far are kept)."""
+    compile_module = sys.modules.get("openmora.speedups.compile")  # never imported: nothing was compiled
+    if compile_module is None:
+        return
+    background = compile_module.compiler()
+    pending = background.pending()
+    if not pending:
+        return
+    estimate = background.estimate_s()
+    about = f", about {estimate:.0f}s" if estimate else ""
+    print(
+        f"finishing {pending} background compile(s) for the next run{about} (Ctrl-C skips; the video is done)",
+        file=sys.stderr,
+    )
+    try:
+        with progress:
+            background.wait()
+    except KeyboardInterrupt:
+        print("compiles skipped: the next run compiles what is missing", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -31,6 +31,8 @@ if TYPE_CHECKING:
 __all__ = [
     "EVENT_TYPES",
     "ChatEvent",
+    "CompileEndEvent",
+    "CompileQueuedEvent",
     "EncodeEndEvent",
     "EncodeStartEvent",
     "Event",
@@ -134,6 +136,27 @@ class EncodeEndEvent(TypedDict):
     id: str
 
 
+class CompileQueuedEvent(TypedDict):
+    """A region's compile started: queued on the background compiler (the region runs eagerly until it is ready), or
+    in the foreground for a region compiled on this machine before."""
+
+    type: Literal["compile"]
+    phase: Literal["queued"]
+    name: str  # e.g. UNetSpatioTemporalConditionModel.down_blocks.0
+    background: bool  # False: compiled here before, so from the compile cache, in the caller's thread (seconds)
+    pending: int  # compiles queued or running, this one included
+    estimate_s: float | None  # what this region's compile took last time on this machine, if it ran here before
+
+
+class CompileEndEvent(TypedDict):
+    type: Literal["compile"]
+    phase: Literal["end"]
+    name: str
+    seconds: float
+    ok: bool  # False: the region stays eager for that input (the log says why)
+    pending: int  # compiles still queued or running
+
+
 class TranscriptEvent(TypedDict):
     type: Literal["transcript"]
     event: TranscriptLine
@@ -151,7 +174,17 @@ class ResultEvent(TypedDict):
 
 
 # What a sink hears.
-Event = LoadStartEvent | LoadEndEvent | ProgressEvent | EncodeStartEvent | EncodeEndEvent | TranscriptEvent | ChatEvent
+Event = (
+    LoadStartEvent
+    | LoadEndEvent
+    | ProgressEvent
+    | EncodeStartEvent
+    | EncodeEndEvent
+    | CompileQueuedEvent
+    | CompileEndEvent
+    | TranscriptEvent
+    | ChatEvent
+)
 # What ``Orchestrator.run_stream`` yields: every event of the run, then its result.
 StreamEvent = Event | ResultEvent
 EventSink = Callable[[Event], None]
@@ -163,6 +196,8 @@ EVENT_TYPES: tuple[type, ...] = (
     ProgressEvent,
     EncodeStartEvent,
     EncodeEndEvent,
+    CompileQueuedEvent,
+    CompileEndEvent,
     TranscriptEvent,
     ChatEvent,
 )

@@ -25,6 +25,7 @@ from openmora.events import Event, EventSink
 from openmora.profiles import Profile, RoleConfig
 from openmora.runtime import Runtime
 from openmora.speedups import apply_speedups, speedups_for
+from openmora.speedups.compile import compile_in_foreground, compiler, regions_of
 from openmora.speedups.output_changing import apply_output_changing
 
 logger = logging.getLogger(__name__)
@@ -58,6 +59,17 @@ def _model_path(cfg: RoleConfig) -> str:
 
         return str(ensure_tiny_model(cfg.model.removeprefix("tiny:")))
     return cfg.model
+
+
+def _modules(pipe: Any) -> list[torch.nn.Module]:
+    return [m for m in getattr(pipe, "components", {}).values() if isinstance(m, torch.nn.Module)]
+
+
+def compile_in_foreground_all(pipe: Any) -> None:
+    """An offloaded pipeline's compiled regions compile at first use, not in the background (see
+    :func:`~openmora.speedups.compile.compile_in_foreground`)."""
+    for module in _modules(pipe):
+        compile_in_foreground(module)
 
 
 def _pipeline_class(name: str):
@@ -182,6 +194,8 @@ class PipelineLoader:
                 ) from err
         speedups = speedups_for(cfg, role)
         apply_speedups(pipe, speedups)  # the registry's "load" speedups (openmora.speedups)
+        if self.on_event and any(regions_of(m) for m in _modules(pipe)):
+            compiler().add_listener(self._emit)  # "compile" events: what compiles in the background, how long
         apply_output_changing(pipe, cfg, role, dtype)
         if manager is not None:
             from openmora.memory import reserve_bytes
@@ -193,6 +207,8 @@ class PipelineLoader:
             for note in unit.notes:
                 logger.info("%s: %s", role, note)
             placement = unit.placement
+            if placement != "resident":
+                compile_in_foreground_all(pipe)  # offload hooks move weights during calls: no background compiles
             if placement == "resident" and device.type == "cuda":
                 apply_speedups(pipe, speedups, when="resident")  # CUDA graphs need the weights in place
         else:
@@ -202,6 +218,8 @@ class PipelineLoader:
                 pipe.enable_sequential_cpu_offload(device=device)
             else:
                 pipe.to(device)
+            if cfg.offload in ("model", "sequential") and device.type == "cuda":
+                compile_in_foreground_all(pipe)
             if cfg.vae_tiling and hasattr(getattr(pipe, "vae", None), "enable_tiling"):
                 pipe.vae.enable_tiling()
             placement = "resident" if cfg.offload in ("none", "auto") else cfg.offload

@@ -39,6 +39,8 @@ from typing import Any
 
 import torch
 
+from openmora.speedups.compile import wait_for_regions
+
 logger = logging.getLogger(__name__)
 
 GB = 1024**3
@@ -260,6 +262,7 @@ class MemoryManager:
             start = time.perf_counter()
             for m in unit.modules.values():
                 if not self._module_owners(m):
+                    wait_for_regions(m)  # a background compile's trial call still reads these weights
                     release = getattr(m.forward, "release", None)
                     if callable(release):  # CUDA graphs hold a GPU memory pool of activations: free it too
                         release()

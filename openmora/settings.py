@@ -13,6 +13,7 @@
 | ``OPENMORA_ENCODE_THREADS`` | ``0`` (ffmpeg decides) | threads of each clip's ffmpeg encoder |
 | ``OPENMORA_ENCODE_NICE`` | ``10`` | niceness of the background encoders, so they never slow the GPU's feeder |
 | ``OPENMORA_PINNED_EVICTIONS`` | ``1`` | ``0``: evict pipelines to plain (not pinned) host memory |
+| ``OPENMORA_COMPILE`` | ``background`` | the ``compile`` speedups: ``background`` (render eagerly while compiling, switch when ready), ``blocking`` (compile at first use), ``off`` |
 | ``OPENMORA_RUN`` | the newest run | the run folder the Jupyter replay shows |
 | ``OPENMORA_DINO`` | unset | a local DINO model folder (transformers): subject consistency and TCON as VBench/Mora compute them |
 | ``OPENMORA_CLIP`` | unset | a local CLIP model folder, used for the features when no DINO is set |
@@ -52,6 +53,7 @@ VARIABLES = (
     "OPENMORA_ENCODE_THREADS",
     "OPENMORA_ENCODE_NICE",
     "OPENMORA_PINNED_EVICTIONS",
+    "OPENMORA_COMPILE",
     "OPENMORA_RUN",
     "OPENMORA_DINO",
     "OPENMORA_CLIP",
@@ -87,6 +89,18 @@ def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
     raise InputError(f"{name} must be 1 or 0, got {raw!r}")
 
 
+def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str, ...]) -> str:
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw not in choices:
+        raise InputError(f"{name} must be one of {', '.join(choices)}, got {raw!r}")
+    return raw
+
+
+COMPILE_MODES = ("background", "blocking", "off")
+
+
 @dataclass(frozen=True)
 class Settings:
     """OpenMora's configuration from the environment (see the module's table). Build it with :meth:`from_env`."""
@@ -109,6 +123,7 @@ class Settings:
     musiq_path: Path | None = None
     api_token: str | None = None
     max_upload_mb: int = 200
+    compile_mode: str = "background"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -141,6 +156,7 @@ class Settings:
             musiq_path=Path(env["OPENMORA_MUSIQ"]).expanduser() if env.get("OPENMORA_MUSIQ") else None,
             api_token=env.get("OPENMORA_API_TOKEN") or None,
             max_upload_mb=_int(env, "OPENMORA_MAX_UPLOAD_MB", 200, 1) or 200,
+            compile_mode=_choice(env, "OPENMORA_COMPILE", "background", COMPILE_MODES),
         )
 
 

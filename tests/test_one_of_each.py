@@ -233,6 +233,11 @@ def _sample(event_type: type) -> dict[str, Any]:
         "event": _line("message", text="hello"),
         "source": "image_agent",
         "text": "calling text_to_image",
+        "name": "UNetSpatioTemporalConditionModel.down_blocks.0",
+        "pending": 0,
+        "estimate_s": 12.5,
+        "background": True,
+        "ok": True,
     }
     sample = {key: values[key] for key in hints if key not in ("type", "phase")}
     for key in ("type", "phase"):
@@ -255,6 +260,8 @@ def test_every_event_kind_is_typed_and_the_cli_renders_each(
         ("progress", None),
         ("encode", "start"),
         ("encode", "end"),
+        ("compile", "queued"),
+        ("compile", "end"),
         ("transcript", None),
         ("chat", None),
     }

@@ -203,13 +203,13 @@ def _compile(pipe: Any, names: frozenset[str]) -> bool:
 
 
 def _vae_compile(pipe: Any, names: frozenset[str]) -> bool:
-    from openmora.speedups.compile import persistent_compile_cache
+    from openmora.speedups.compile import deferred, persistent_compile_cache
 
     decoder = getattr(getattr(pipe, "vae", None), "decoder", None)
     if decoder is None:
         return False
     persistent_compile_cache()
-    decoder.compile(dynamic=False)
+    deferred(decoder, f"{type(decoder).__name__}")
     return True
 
 

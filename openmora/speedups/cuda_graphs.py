@@ -81,6 +81,7 @@ class GraphedForward:
         self.uncapturable: set[Any] = set()
         self.replays = 0
         self.captures = 0
+        self._regions: list | None = None  # the module's background-compiled regions, found on the first call
 
     def release(self) -> None:
         """Drop the captured graphs and their GPU memory pools (the memory manager calls this on eviction)."""
@@ -93,6 +94,12 @@ class GraphedForward:
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         ptr = self._weights_ptr()
         if ptr < 0 or torch.is_grad_enabled() or torch.cuda.is_current_stream_capturing():
+            return self.eager(*args, **kwargs)
+        if self._regions is None:
+            from openmora.speedups.compile import regions_of
+
+            self._regions = regions_of(self.module)
+        if any(r.pending for r in self._regions):  # capture the compiled code, not the eager stand-in
             return self.eager(*args, **kwargs)
         tensors: list[torch.Tensor] = []
         try:
