@@ -5,7 +5,8 @@ random-weight builds of its models, ``bench/full_size.py``; the compile speedups
 from the process's start to the final video on disk (*to video*) and to its exit (*to exit*: the CLI finishes the
 background compiles after the video, so the next process finds them cached):
 
-* ``first``: an empty OpenMora cache (no compile cache), ``OPENMORA_COMPILE=background``;
+* ``first``: an empty OpenMora cache (no compile cache), ``OPENMORA_COMPILE=background`` (``--first-compile
+  blocking``: compile before each region's first use, as before background compiles);
 * ``cached``: the cache the first process left (regions compiled before compile in the foreground, from the cache);
 * ``cached-blocking`` (``--with-blocking``): the same cache, ``OPENMORA_COMPILE=blocking`` (every region compiles
   at its first use: the behaviour before background compiles, with the cache kept);
@@ -183,6 +184,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True, help="folder for logs, runs, caches and the JSON")
     parser.add_argument("--deadline", type=float, default=560, help="skip scenarios that would start after this")
     parser.add_argument("--with-first-blocking", action="store_true", help="also an empty cache with blocking compiles")
+    parser.add_argument(
+        "--first-compile",
+        choices=("background", "blocking"),
+        default="background",
+        help="OPENMORA_COMPILE of the first (empty-cache) process",
+    )
     parser.add_argument("--with-blocking", action="store_true", help="also the cache with blocking compiles")
     parser.add_argument("--server-jobs", type=int, default=2)
     parser.add_argument("--only", help="comma-separated scenarios (first, cached, cached-blocking, server)")
@@ -201,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"models ready in {build_s:.0f} s: {profile}", flush=True)
     cache = args.out / "cache"
     shutil.rmtree(cache, ignore_errors=True)
-    plan = [("first", "background")]
+    plan = [("first", args.first_compile)]
     if args.with_first_blocking:
         plan.insert(0, ("first-blocking", "blocking"))
     plan += [("cached", "background")]

@@ -265,9 +265,13 @@ class _CliProgress:
                     "the first time on a machine this takes minutes, later runs reuse the compile cache)",
                     style="dim",
                 )
+            elif not event["background"] and event["estimate_s"] is not None:
+                about = f"about {event['estimate_s']:.0f}s last time"
+                self.console.print(f"  compiling {event['name']} ({about}; the compile cache has it)", style="dim")
             elif not event["background"]:
-                about = f" (about {event['estimate_s']:.0f}s)" if event["estimate_s"] else ""
-                self.console.print(f"  compiling {event['name']} from the compile cache{about}", style="dim")
+                self.console.print(
+                    f"  compiling {event['name']} (the first time on this machine: minutes)", style="dim"
+                )
         else:
             self.compiles_done += 1
             if not event["ok"]:

@@ -117,7 +117,8 @@ def test_blocking_and_off_modes(backend: SlowBackend) -> None:
     with torch.no_grad():
         blocking(torch.randn(2, 8))
         never(torch.randn(2, 8))
-    assert backend.graphs == 1 and bc.compiler().queued == 0
+    assert backend.graphs == 1 and bc.compiler().pending() == 0
+    assert blocking.calls_compiled == 1 and len(bc.compile_times()) == 1  # timed, for the next estimate
 
 
 def test_the_svd_pipeline_renders_the_same_frames_while_its_regions_compile(backend: SlowBackend) -> None:

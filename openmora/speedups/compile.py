@@ -311,13 +311,19 @@ class DeferredCompile:
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         if self.mode == "off":
             return self.eager(*args, **kwargs)
-        if self.mode == "blocking":
-            return self.compiled(*args, **kwargs)
         try:
             key = signature(args, kwargs)
         except TypeError:  # an unhashable argument: dynamo would guard on it in ways we cannot key
+            if self.mode == "blocking":
+                return self.compiled(*args, **kwargs)
             self.calls_eager += 1
             return self.eager(*args, **kwargs)
+        if self.mode == "blocking":
+            if key in self.ready:
+                self.calls_compiled += 1
+                return self.compiled(*args, **kwargs)
+            self.queued.add(key)
+            return self._compile_here(key, args, kwargs)
         if key in self.ready:
             self.calls_compiled += 1
             return self.compiled(*args, **kwargs)
@@ -330,9 +336,9 @@ class DeferredCompile:
         return self.eager(*args, **kwargs)
 
     def _compile_here(self, key: tuple, args: tuple, kwargs: dict) -> Any:
-        """Compile this call in the caller's thread: for a signature compiled on this machine before, whose code the
-        compile cache holds (seconds). In the background it would compete with the eager render for the CPU: on the
-        H200, cached compiles in the background took 47.6 s and slowed the eager render 2x."""
+        """Compile this call in the caller's thread (``blocking`` mode, or a signature compiled on this machine
+        before, whose code the compile cache holds: seconds; in the background such compiles competed with the eager
+        render for the CPU: on the H200 they took 47.6 s in all and the eager render ran 2x slower)."""
         bg = compiler()
         bg.emit(
             {
@@ -358,7 +364,7 @@ class DeferredCompile:
             self.ready.add(key)
             self.calls_compiled += 1
             _record_time(_times_key(self, key), seconds)
-        logger.info("compiled %s in %.1fs (from the compile cache, in the foreground)", self.name, seconds)
+        logger.info("compiled %s in %.1fs (in the foreground)", self.name, seconds)
         bg.emit(
             {
                 "type": "compile",
