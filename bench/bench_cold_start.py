@@ -211,10 +211,9 @@ def main(argv: list[str] | None = None) -> int:
     plan = [("first", args.first_compile)]
     if args.with_first_blocking:
         plan.insert(0, ("first-blocking", "blocking"))
-    plan += [("cached", "background")]
+    plan += [("server", "background"), ("cached", "background")]
     if args.with_blocking:
         plan.append(("cached-blocking", "blocking"))
-    plan.append(("server", "background"))
     if args.only:
         keep = set(args.only.split(","))
         plan = [p for p in plan if p[0] in keep]
