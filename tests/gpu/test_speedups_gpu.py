@@ -256,3 +256,46 @@ def test_cl_group_norm_compiled_on_cuda_is_as_close_to_fp32_as_torch(shape, layo
 
     assert out.shape == x.shape and out.dtype == torch.float16
     assert err(out) <= max(2 * err(eager), 1e-3), (err(out), err(eager))
+
+
+def test_background_compile_then_cuda_graphs_on_cuda_keep_the_frames(monkeypatch, tmp_path):
+    """The UNet's regions compile in the background while the first render runs eagerly; its CUDA graph is captured
+    only once they are compiled (a capture of the eager stand-in would replay uncompiled code); frames match eager."""
+    from openmora.speedups import apply_speedups
+    from openmora.speedups import compile as bc
+    from openmora.speedups.cuda_graphs import GraphedForward
+
+    monkeypatch.setenv("OPENMORA_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor"))
+    monkeypatch.setattr(bc, "_COMPILER", None)
+
+    def render(pipe):
+        gen = torch.Generator("cpu").manual_seed(0)
+        with torch.inference_mode():
+            return pipe(
+                image=Image.new("RGB", (64, 64), (120, 90, 60)),
+                height=64,
+                width=64,
+                num_frames=4,
+                num_inference_steps=3,
+                decode_chunk_size=2,
+                generator=gen,
+                output_type="pt",
+            ).frames[0]
+
+    eager = tiny_models.build_image_to_video().to("cuda", torch.float16)
+    reference = render(eager)
+    pipe = tiny_models.build_image_to_video()
+    apply_speedups(pipe, ["compile", "vae_compile"])
+    pipe.to("cuda", torch.float16)
+    apply_speedups(pipe, ["cuda_graphs"], when="resident")
+    graphed = pipe.unet.forward
+    assert isinstance(graphed, GraphedForward)
+    first = render(pipe)
+    assert graphed.captures == 0  # the regions were still compiling: no graph of the eager stand-in
+    assert bc.compiler().wait(600)
+    second = render(pipe)
+    assert graphed.captures == 1 and graphed.replays > 0
+    assert all(r.ready and not r.failed for r in bc.regions_of(pipe.unet))
+    torch.testing.assert_close(first, reference, rtol=0, atol=2e-3)
+    torch.testing.assert_close(second, reference, rtol=0, atol=2e-3)
