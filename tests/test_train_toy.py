@@ -1,0 +1,143 @@
+"""The toy training script on the CPU: a few steps of every job, then the saved folders load and generate."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from training import toy_data, toy_models, train_toy
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    out = tmp_path_factory.mktemp("toy")
+    summary = train_toy.main(
+        [
+            "--out",
+            str(out),
+            "--device",
+            "cpu",
+            "--steps",
+            "2",
+            "--batch",
+            "4",
+            "--sample-steps",
+            "2",
+            "--log-every",
+            "1",
+        ]
+    )
+    return out, summary
+
+
+@pytest.mark.slow
+def test_every_job_logs_finite_losses(trained: tuple[Path, dict]) -> None:
+    out, summary = trained
+    records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert {r["model"] for r in records} == {"vae_image", "vae_video", "t2i", "edit", "video"}
+    assert all(np.isfinite(r["loss"]) for r in records)
+    for name, stats in summary["models"].items():
+        assert stats["steps"] == 2 and stats["device"] == "cpu" and np.isfinite(stats["final_loss"]), name
+    assert set(summary["roles"]) == set(train_toy.ROLES)
+    assert 0 < summary["total_saved_mb"] <= train_toy.MAX_TOTAL_MB
+    for name in ("text_to_image", "edit_image", "video", "vae_image", "vae_video"):
+        assert Image.open(out / "samples" / f"{name}.png").size[0] > 64
+        assert json.loads((out / "samples" / f"{name}.json").read_text())
+
+
+@pytest.mark.slow
+def test_folders_load_into_their_pipelines_and_generate(trained: tuple[Path, dict]) -> None:
+    from diffusers import StableDiffusionInstructPix2PixPipeline, StableDiffusionPipeline, WanImageToVideoPipeline
+
+    out, _ = trained
+    for role in train_toy.ROLES:
+        assert not list((out / role).rglob("*.bin")), role  # safetensors only
+    gen = torch.Generator().manual_seed(0)
+    t2i = StableDiffusionPipeline.from_pretrained(out / "text_to_image")
+    image = t2i("a red circle", height=64, width=64, num_inference_steps=2, generator=gen, output_type="np").images
+    assert image.shape == (1, 64, 64, 3)
+    edit = StableDiffusionInstructPix2PixPipeline.from_pretrained(out / "edit_image")
+    source = Image.fromarray(np.full((64, 64, 3), 120, np.uint8))
+    edited = edit("make it green", image=source, num_inference_steps=2, generator=gen, output_type="np").images
+    assert edited.shape == (1, 64, 64, 3)
+    for role in ("image_to_video", "connect_frames"):
+        video = WanImageToVideoPipeline.from_pretrained(out / role)
+        call = dict(prompt="a red circle moving left", height=64, width=64, num_frames=9, num_inference_steps=2)
+        clip = video(image=source, generator=gen, output_type="np", **call).frames
+        assert clip.shape == (1, 9, 64, 64, 3)
+        joined = video(image=source, last_image=source, generator=gen, output_type="np", **call).frames
+        assert joined.shape == (1, 9, 64, 64, 3)
+
+
+@pytest.mark.slow
+def test_training_conditions_match_the_wan_pipeline(trained: tuple[Path, dict]) -> None:
+    """The condition latents, mask and prompt embeddings training feeds the transformer are the pipeline's own."""
+    from diffusers import WanImageToVideoPipeline
+
+    out, _ = trained
+    pipe = WanImageToVideoPipeline.from_pretrained(out / "image_to_video")
+    clips = toy_data.to_tensor(toy_data.clip_batch(np.random.default_rng(0), 2)["clips"], torch.device("cpu"))
+    first, last = clips[:, :, 0], clips[:, :, -1]
+    connect = torch.tensor([False, True])
+    with torch.no_grad():
+        ours = train_toy.wan_condition(pipe.vae, first, last, connect, 9)
+        for i in range(2):
+            _, theirs = pipe.prepare_latents(
+                first[i : i + 1], 1, 16, 64, 64, 9, torch.float32, torch.device("cpu"),
+                last_image=last[i : i + 1] if connect[i] else None,
+            )  # fmt: skip
+            torch.testing.assert_close(ours[i : i + 1], theirs, atol=1e-5, rtol=1e-4)
+        prompts = ["a large red circle moving left on a blue background", ""]
+        emb = train_toy.t5_embeds(train_toy.TokenCache(pipe.tokenizer), pipe.text_encoder, prompts, torch.device("cpu"))
+        ref = pipe._get_t5_prompt_embeds(prompts, max_sequence_length=512, device=torch.device("cpu"))
+    torch.testing.assert_close(emb, ref, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.unit
+def test_batches_are_seeded_and_from_the_train_split() -> None:
+    from openmora.toy.scenes import is_heldout
+
+    rng = np.random.default_rng(5)
+    a = toy_data.clip_batch(np.random.default_rng(5), 3)
+    b = toy_data.clip_batch(np.random.default_rng(5), 3)
+    assert (a["clips"] == b["clips"]).all() and a["prompts"] == b["prompts"]
+    scenes = [toy_data._scene(rng) for _ in range(300)]
+    assert not any(is_heldout(s) for s in scenes)
+    triples = [toy_data.edit_example(rng) for _ in range(200)]
+    assert not any(is_heldout(s) or is_heldout(e) for s, _, e in triples)
+    assert any(e.style == "pixel-art" and s.style == "plain" for s, _, e in triples)
+
+
+@pytest.mark.unit
+def test_bad_flags_fail_with_a_clear_message(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        train_toy.main(["--out", str(tmp_path), "--only", "vae,audio", "--device", "cpu"])
+    assert "accepted are comma-separated names from vae, t2i, edit, video" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        train_toy.main(["--out", str(tmp_path / "fresh"), "--only", "t2i", "--device", "cpu", "--steps", "1"])
+
+
+@pytest.mark.unit
+def test_model_configs_fit_the_size_budget() -> None:
+    counts = {
+        "text_to_image": sum(map(toy_models.parameters, (toy_models.build_sd_vae(), toy_models.build_clip_text_encoder(), toy_models.build_sd_unet(4)))),
+        "edit_image": sum(map(toy_models.parameters, (toy_models.build_sd_vae(), toy_models.build_clip_text_encoder(), toy_models.build_sd_unet(8)))),
+        "video": sum(map(toy_models.parameters, (toy_models.build_wan_vae(), toy_models.build_umt5(), toy_models.build_wan_transformer()))),
+    }  # fmt: skip
+    total_mb = 4 * (counts["text_to_image"] + counts["edit_image"] + 2 * counts["video"]) / 1e6
+    assert total_mb <= train_toy.MAX_TOTAL_MB
+
+
+@pytest.mark.unit
+def test_cached_clip_tokens_are_the_pipeline_tokens() -> None:
+    tok = toy_models.tokenizer()
+    prompts = ["a large red circle moving left on a blue background, " * 3, "", "make it green"]
+    ref = tok(prompts, padding="max_length", max_length=77, truncation=True, return_tensors="pt").input_ids
+    cache = train_toy.TokenCache(tok)
+    assert torch.equal(train_toy._tokens(cache, prompts, torch.device("cpu")), ref)
+    assert torch.equal(train_toy._tokens(cache, prompts, torch.device("cpu")), ref)  # from the cache

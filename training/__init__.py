@@ -1,0 +1,1 @@
+"""Training scripts for the toy models (see README.md)."""
