@@ -258,7 +258,12 @@ def test_a_token_is_required_on_every_request_and_off_loopback(
         _one_line_error(client.get("/queue"), 401, "Authorization: Bearer")
         _one_line_error(client.get("/openapi.json", headers={"Authorization": "Bearer wrong"}), 401)
         ok = {"Authorization": "Bearer s3cret"}
-        assert client.get("/queue", headers=ok).json() == {"paused": False, "running": None, "queued": []}
+        assert client.get("/queue", headers=ok).json() == {
+            "paused": False,
+            "running": None,
+            "running_jobs": [],
+            "queued": [],
+        }
         schema = client.get("/openapi.json", headers=ok).json()
         assert {
             "/jobs",
@@ -588,7 +593,17 @@ def test_two_slots_run_two_jobs_at_once_with_the_frames_of_one_at_a_time(tmp_pat
             )
             ids.append(r.json()["id"])
         client.post("/queue/resume")
+        seen: set[str] = set()
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and len(seen) < 2:  # GET /queue lists both while they overlap
+            queue = client.get("/queue").json()
+            if len(queue["running_jobs"]) == 2:
+                seen = set(queue["running_jobs"])
+            elif not queue["running_jobs"] and not queue["queued"]:
+                break
+            time.sleep(0.02)
         jobs = [_wait(client, job_id) for job_id in ids]
+    assert seen == set(ids)
     assert [j["status"] for j in jobs] == ["done", "done"], [j["error"] for j in jobs]
     runs = []
     for job_id in ids:

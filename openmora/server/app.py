@@ -97,10 +97,11 @@ class JobList(BaseModel):
 
 
 class QueueOut(BaseModel):
-    """The queue: paused or not, the running job, the queued jobs in the order they will run."""
+    """The queue: paused or not, the running jobs, the queued jobs in the order they will run."""
 
     paused: bool
-    running: str | None
+    running: str | None  # the running job that started first (None: none runs)
+    running_jobs: list[str] = []  # every running job, in the order they started (``serve --jobs N``, Ray actors)
     queued: list[str]
 
 
@@ -569,8 +570,13 @@ def create_app(
 
     @app.get("/queue", response_model=QueueOut, responses=_ERRORS)
     def get_queue() -> QueueOut:
-        """Whether the queue is paused, the running job, the queued ones in order."""
-        return QueueOut(paused=queue.paused, running=worker.current, queued=queue.queued_job_ids())
+        """Whether the queue is paused, the running jobs, the queued ones in order."""
+        return QueueOut(
+            paused=queue.paused,
+            running=worker.current,
+            running_jobs=worker.running_jobs,
+            queued=queue.queued_job_ids(),
+        )
 
     @app.post("/queue/pause", response_model=QueueOut, responses=_ERRORS)
     def pause_queue() -> QueueOut:

@@ -489,6 +489,11 @@ class Worker:
         """The running job that started first (None: none runs)."""
         return next(iter(self.started), None)
 
+    @property
+    def running_jobs(self) -> list[str]:
+        """Every running job, in the order they started."""
+        return list(self.started)
+
     @staticmethod
     def _sibling(orch: Orchestrator) -> Orchestrator:
         from openmora.engine import Orchestrator
