@@ -148,6 +148,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-turns", type=int, default=DEFAULT_MAX_TURNS, help="group chat turn limit per request (0: from the plan)"
     )
     _quality_options(chat)
+    cache = sub.add_parser(
+        "cache",
+        help="carry the compile cache to another machine of the same kind (export, import, info)",
+        description="The compile cache (inductor's compiled code for the compile speedups, and which regions were "
+        "compiled here) as one .tar.gz: a machine that imports it starts like one that compiled before.",
+    )
+    cache.add_argument("action", choices=("export", "import", "info"), help="export FILE, import FILE, or info")
+    cache.add_argument("file", nargs="?", help="the archive (for export and import)")
+    cache.add_argument("--force", action="store_true", help="import an archive made for other versions or devices")
     serve = sub.add_parser(
         "serve",
         help="the HTTP job API: queue jobs, watch their events, download and revise their videos",
@@ -468,6 +477,33 @@ def _quality(args: argparse.Namespace) -> int:
         return 2
 
 
+def _cache(args: argparse.Namespace) -> int:
+    from openmora.speedups.compile_cache import cache_summary, export_cache, import_cache
+
+    try:
+        if args.action == "info":
+            info = cache_summary()
+            machine = ", ".join(f"{k} {v}" for k, v in info["machine"].items())
+            print(
+                f"{info['folder']}: {info['files']} files, {info['bytes'] / 2**20:.1f} MB, "
+                f"{info['regions']} compiled regions on record; this machine: {machine}"
+            )
+            return 0
+        if not args.file:
+            raise InputError(f"cache {args.action} needs a FILE (e.g. compile-cache.tar.gz)")
+        if args.action == "export":
+            manifest = export_cache(args.file)
+            print(f"wrote {args.file}: {manifest['files']} files, {manifest['bytes'] / 2**20:.1f} MB")
+        else:
+            manifest = import_cache(args.file, force=args.force)
+            made = ", ".join(f"{k} {v}" for k, v in manifest["machine"].items())
+            print(f"imported {manifest['files']} files made on {made}")
+        return 0
+    except InputError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -477,6 +513,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     _configure_logging(args.verbose)
     if args.command in ("score", "report"):
         return _quality(args)
+    if args.command == "cache":
+        return _cache(args)
     if args.command == "serve":
         from openmora.server.app import serve
 

@@ -37,6 +37,7 @@ import time
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -59,9 +60,36 @@ def persistent_compile_cache() -> str:
     This sets an environment variable on purpose, and only here, when a compile speedup is applied: inductor takes its
     cache folder from ``TORCHINDUCTOR_CACHE_DIR`` alone (``torch._inductor.runtime.cache_dir_utils.cache_dir``;
     ``torch._inductor.config`` has no such setting, its ``global_cache_dir`` is fbcode's autotuning cache), and it
-    writes that variable itself with its /tmp default on first use. Returns the folder in use.
+    writes that variable itself with its /tmp default on first use, so that default is replaced too (only a folder
+    the user chose is kept). Returns the folder in use.
     """
-    return os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(cache_root() / "inductor"))
+    global _CHOSEN
+    if not _user_chose():
+        _CHOSEN = os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(cache_root() / "inductor")
+    return os.environ["TORCHINDUCTOR_CACHE_DIR"]
+
+
+_CHOSEN: str | None = None  # the folder persistent_compile_cache set (None: it set none, or the user chose one)
+
+
+def _user_chose() -> bool:
+    """``TORCHINDUCTOR_CACHE_DIR`` holds a folder the user chose: not unset, not ours, and not inductor's /tmp
+    default, which inductor writes into the variable itself the first time anything asks for its cache folder
+    (importing diffusers can, before any pipeline loads)."""
+    chosen = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
+    if not chosen or chosen == _CHOSEN:
+        return False
+    from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+
+    return os.path.abspath(chosen) != os.path.abspath(default_cache_dir())
+
+
+def compile_cache_dir() -> Path:
+    """Inductor's cache folder: the user's ``TORCHINDUCTOR_CACHE_DIR``, else ``<OpenMora cache>/inductor`` (read now,
+    so that a changed ``OPENMORA_CACHE`` counts even after a compile set the variable)."""
+    if _user_chose():
+        return Path(os.environ["TORCHINDUCTOR_CACHE_DIR"])
+    return cache_root() / "inductor"
 
 
 # ----- input signatures ---------------------------------------------------------------------------------------------
@@ -398,6 +426,7 @@ def deferred(module: torch.nn.Module, name: str, mode: str | None = None, fullgr
     ``OPENMORA_COMPILE``."""
     if isinstance(module.forward, DeferredCompile):
         return module.forward
+    persistent_compile_cache()
     region = DeferredCompile(module.forward, name, mode or current().compile_mode, fullgraph=fullgraph)
     module.forward = region
     regions = module.__dict__.setdefault("_openmora_regions", [])
