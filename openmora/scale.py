@@ -127,6 +127,12 @@ class ShotWorker:
         return {"actor": self.name, "start": start, "end": time.time(), "steps": out}
 
 
+def check_actors(actors: Any) -> None:
+    """Refuse (one line) a number of Ray actors that is not a whole number >= 1 (None: the default)."""
+    if actors is not None and (isinstance(actors, bool) or not isinstance(actors, int) or actors < 1):
+        raise InputError(f"the number of Ray actors must be a whole number >= 1, got {actors!r}")
+
+
 def actor_env() -> dict[str, str]:
     """The environment variables an actor gets (models' cache, offline switches, torch threads)."""
     return {k: v for k, v in os.environ.items() if k.startswith(_ENV_PREFIXES)}
@@ -188,8 +194,7 @@ class RayShots:
         env: dict[str, str] | None = None,
         init: dict[str, Any] | None = None,
     ) -> None:
-        if actors is not None and (isinstance(actors, bool) or not isinstance(actors, int) or actors < 1):
-            raise InputError(f"the number of Ray actors must be a whole number >= 1, got {actors!r}")
+        check_actors(actors)
         self.profile = profile
         self.address = address or LOCAL
         self.n_actors = actors

@@ -40,7 +40,16 @@ from openmora.memory import (
     reserve_bytes,
 )
 from openmora.profiles import Profile
-from openmora.scale import LOCAL, RayShots, ShotWorker, actor_env, actor_name, actor_resources, connect
+from openmora.scale import (
+    LOCAL,
+    RayShots,
+    ShotWorker,
+    actor_env,
+    actor_name,
+    actor_resources,
+    check_actors,
+    connect,
+)
 
 if TYPE_CHECKING:
     from openmora.runtime import Runtime
@@ -231,8 +240,7 @@ class RayJobs:
         env: dict[str, str] | None = None,
         init: dict[str, Any] | None = None,
     ) -> None:
-        if actors is not None and (isinstance(actors, bool) or not isinstance(actors, int) or actors < 1):
-            raise InputError(f"the number of Ray actors must be a whole number >= 1, got {actors!r}")
+        check_actors(actors)
         if not isinstance(address, (str, type(None))) or (isinstance(address, str) and not address.strip()):
             raise InputError(f"ray must be an address (auto, HOST:PORT, ray://HOST:PORT) or 'local', got {address!r}")
         self.profile = profile

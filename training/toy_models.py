@@ -175,10 +175,10 @@ def build_wan_scheduler():
     return FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=WAN_SHIFT)
 
 
-def text_to_image_pipeline(vae, text_encoder, unet):
-    from diffusers import StableDiffusionPipeline
+def _sd_pipeline(cls_name: str, vae, text_encoder, unet):
+    import diffusers
 
-    return StableDiffusionPipeline(
+    return getattr(diffusers, cls_name)(
         vae=vae,
         text_encoder=text_encoder,
         tokenizer=tokenizer(),
@@ -189,22 +189,14 @@ def text_to_image_pipeline(vae, text_encoder, unet):
         image_encoder=None,
         requires_safety_checker=False,
     )
+
+
+def text_to_image_pipeline(vae, text_encoder, unet):
+    return _sd_pipeline("StableDiffusionPipeline", vae, text_encoder, unet)
 
 
 def edit_image_pipeline(vae, text_encoder, unet):
-    from diffusers import StableDiffusionInstructPix2PixPipeline
-
-    return StableDiffusionInstructPix2PixPipeline(
-        vae=vae,
-        text_encoder=text_encoder,
-        tokenizer=tokenizer(),
-        unet=unet,
-        scheduler=build_sd_scheduler(),
-        safety_checker=None,
-        feature_extractor=None,
-        image_encoder=None,
-        requires_safety_checker=False,
-    )
+    return _sd_pipeline("StableDiffusionInstructPix2PixPipeline", vae, text_encoder, unet)
 
 
 def video_pipeline(vae, text_encoder, transformer):
