@@ -240,6 +240,7 @@ class _CliProgress:
         self.compiles_queued = 0
         self.compiles_done = 0
         self.said_background = False
+        self.said_cached = False
         self.compile_estimate: float | None = 0.0  # None once a queued region was never timed on this machine
 
     def __enter__(self) -> _CliProgress:
@@ -274,12 +275,15 @@ class _CliProgress:
                     "the first time on a machine this takes minutes, later runs reuse the compile cache)",
                     style="dim",
                 )
-            elif not event["background"] and event["estimate_s"] is not None:
-                about = f"about {event['estimate_s']:.0f}s last time"
-                self.console.print(f"  compiling {event['name']} ({about}; the compile cache has it)", style="dim")
-            elif not event["background"]:
+            elif not event["background"] and event["estimate_s"] is None:
                 self.console.print(
                     f"  compiling {event['name']} (the first time on this machine: minutes)", style="dim"
+                )
+            elif not event["background"] and not self.said_cached:
+                self.said_cached = True
+                self.console.print(
+                    "  compiling the models' hot blocks from the compile cache (seconds each, before their first use)",
+                    style="dim",
                 )
         else:
             self.compiles_done += 1

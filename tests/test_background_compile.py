@@ -218,7 +218,20 @@ def test_the_cli_shows_the_background_compiles_and_their_estimate(capsys: pytest
             {"type": "compile", "phase": "end", "name": "Unet.down_blocks.0", "seconds": 19.0, "ok": True, "pending": 1}
         )
         cli({"type": "compile", "phase": "end", "name": "Unet.up_blocks.0", "seconds": 9.0, "ok": False, "pending": 0})
+        for k in range(2):  # a later process: from the cache, said once
+            cli(
+                {
+                    "type": "compile",
+                    "phase": "queued",
+                    "name": f"U.b{k}",
+                    "background": False,
+                    "pending": 1,
+                    "estimate_s": 3.0,
+                }
+            )
+            cli({"type": "compile", "phase": "end", "name": f"U.b{k}", "seconds": 3.0, "ok": True, "pending": 0})
     err = capsys.readouterr().err
+    assert err.count("from the compile cache") == 1
     assert "compiling the models' hot blocks in the background" in err
     assert "Unet.up_blocks.0 stays eager" in err
     assert not cli.tasks  # the bar ended with the last compile
