@@ -264,6 +264,17 @@ const handlers = {
     $("progress-label").textContent = what;
   },
   encode(_record) {},
+  compile(record) {
+    // The server's first job on a machine compiles the models' hot blocks while it renders (seconds from the cache).
+    if (record.phase === "queued" && !current.compiling) {
+      current.compiling = true;
+      const how = record.background === false ? "from the compile cache" : "in the background, rendering meanwhile";
+      addLine(`compiling the models' hot blocks ${how}`, "line note");
+    }
+    if (record.phase === "end" && record.ok === false) addLine(`${record.name} stays eager: its compile failed`, "line note");
+    $("progress-label").textContent =
+      record.phase === "end" ? `compiled ${record.name} (${record.pending} left)` : `compiling ${record.name}`;
+  },
   preview(record) {
     const uri = String(record.image || "");
     if (current.previews.has(record.id) || !uri.startsWith("data:image/png;base64,")) return;
