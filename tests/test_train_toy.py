@@ -30,9 +30,28 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
             "2",
             "--log-every",
             "1",
+            "--pack",
+            str(out / "packed"),
         ]
     )
     return out, summary
+
+
+@pytest.mark.slow
+def test_the_pack_holds_each_role_in_an_archive_that_unpacks_to_a_loadable_folder(
+    trained: tuple[Path, dict], tmp_path: Path
+) -> None:
+    import tarfile
+
+    from diffusers import StableDiffusionPipeline
+
+    out, summary = trained
+    names = set(summary["packed"])
+    assert names == {f"{r}.tar.gz" for r in train_toy.ROLES} | {"components.tar.gz", "logs.tar.gz"}
+    assert all(mb < 16 for mb in summary["packed"].values())  # each small enough to copy back alone
+    with tarfile.open(out / "packed" / "text_to_image.tar.gz") as tar:
+        tar.extractall(tmp_path, filter="data")
+    assert isinstance(StableDiffusionPipeline.from_pretrained(tmp_path / "text_to_image"), StableDiffusionPipeline)
 
 
 @pytest.mark.slow

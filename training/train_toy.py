@@ -602,6 +602,23 @@ TRAINERS: dict[str, Callable[[Run], None]] = {
 }
 
 
+def pack(out: Path, dest: Path) -> dict[str, float]:
+    """One .tar.gz per saved role folder, one of ``components/``, one of the logs and samples; returns MB per file."""
+    import tarfile
+
+    dest.mkdir(parents=True, exist_ok=True)
+    groups = {name: [out / name] for name in (*ROLES, "components") if (out / name).is_dir()}
+    groups["logs"] = [out / n for n in ("log.jsonl", "summary.json", "samples") if (out / n).exists()]
+    sizes = {}
+    for name, paths in groups.items():
+        target = dest / f"{name}.tar.gz"
+        with tarfile.open(target, "w:gz") as tar:
+            for path in paths:
+                tar.add(path, arcname=path.name)
+        sizes[target.name] = round(target.stat().st_size / 2**20, 2)
+    return sizes
+
+
 def main(argv: list[str] | None = None) -> dict:
     """Run the jobs ``--only`` names (default all, in order); returns the summary (also in ``--out``/summary.json)."""
     parser = argparse.ArgumentParser(prog="python -m training.train_toy", description=__doc__.split("\n\n")[0])
@@ -618,6 +635,12 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--workers", type=int, default=None, help="data processes (default: 0 on CPU, 6 on CUDA)")
     parser.add_argument("--log-every", type=int, default=50)
     parser.add_argument("--sample-steps", type=int, default=20)
+    parser.add_argument(
+        "--pack",
+        type=Path,
+        help="also write one .tar.gz per role folder, one of components/ and one of the logs and samples into "
+        "this folder (a handful of files of a few MB each, to copy back from a machine that returns files only)",
+    )
     args = parser.parse_args(argv)
     only = tuple(j.strip() for j in args.only.split(",") if j.strip())
     unknown = [j for j in only if j not in JOBS]
@@ -647,6 +670,8 @@ def main(argv: list[str] | None = None) -> dict:
             TRAINERS[job](run)
     _write_summary(run)
     summary = json.loads((run.out / "summary.json").read_text())
+    if args.pack:
+        summary["packed"] = pack(run.out, args.pack)
     if summary["total_saved_mb"] > MAX_TOTAL_MB:
         logger.warning("saved weights total %.1f MB, over the %.0f MB budget", summary["total_saved_mb"], MAX_TOTAL_MB)
     return summary
