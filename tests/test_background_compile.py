@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+import weakref
 
 import numpy as np
 import pytest
@@ -47,6 +48,7 @@ def backend(monkeypatch: pytest.MonkeyPatch, tmp_path) -> SlowBackend:
     fake = SlowBackend()
     monkeypatch.setattr(bc, "BACKEND", fake)
     monkeypatch.setattr(bc, "_COMPILER", None)  # a fresh background compiler per test
+    monkeypatch.setattr(bc, "_LEADERS", weakref.WeakValueDictionary())  # and no region of another test to follow
     torch._dynamo.reset()
     return fake
 
@@ -247,6 +249,7 @@ def test_a_signature_compiled_here_before_compiles_in_the_foreground(backend: Sl
     events: list[dict] = []
     bc.compiler().add_listener(events.append)
     torch._dynamo.reset()  # a later process: the region's compiled code is gone, its time is on record
+    bc._LEADERS.clear()
     again = _mlp()
     region = bc.deferred(again, "demo.mlp", mode="background")
     with torch.no_grad():
@@ -256,3 +259,20 @@ def test_a_signature_compiled_here_before_compiles_in_the_foreground(backend: Sl
     torch.testing.assert_close(out, region.eager(x))
     assert [(e["phase"], e.get("background")) for e in events] == [("queued", False), ("end", None)]
     assert events[0]["estimate_s"] is not None
+
+
+def test_identical_blocks_share_one_background_compile(backend: SlowBackend) -> None:
+    blocks = [_mlp(), _mlp(), _mlp()]
+    regions = [bc.deferred(b, f"demo.blocks.{i}", mode="background") for i, b in enumerate(blocks)]
+    x = torch.randn(2, 8)
+    with torch.no_grad():
+        backend.release.clear()
+        for region in regions:  # one pass: the first queues, the others wait for it without a copy of their input
+            region(x)
+        assert bc.compiler().queued == 1 and all(bc.compile_pending(b) for b in blocks)
+        backend.release.set()
+        assert bc.compiler().wait(10)
+        outs = [region(x) for region in regions]
+    assert all(r.calls_compiled == 1 for r in regions) and not any(bc.compile_pending(b) for b in blocks)
+    for block, out in zip(blocks, outs, strict=True):
+        torch.testing.assert_close(out, block[2](block[1](block[0](x))))

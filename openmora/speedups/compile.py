@@ -356,6 +356,16 @@ class DeferredCompile:
             self.calls_compiled += 1
             return self.compiled(*args, **kwargs)
         if key not in self.queued and not _capturing():
+            lead = _leader(self, key)
+            if lead is not self and key in lead.ready:
+                # The same forward compiled for another instance (Wan's 40 identical blocks): dynamo's cache serves it.
+                self.queued.add(key)
+                self.ready.add(key)
+                self.calls_compiled += 1
+                return self.compiled(*args, **kwargs)
+            if lead is not self and key not in lead.failed:
+                self.calls_eager += 1  # its compile is under way: no second job, no second copy of the arguments
+                return self.eager(*args, **kwargs)
             self.queued.add(key)
             if _times_key(self, key) in compile_times():
                 return self._compile_here(key, args, kwargs)
@@ -419,6 +429,20 @@ class DeferredCompile:
             job.args, job.kwargs = (), {}
         self.ready.add(job.key)
         return True
+
+
+_LEADERS: weakref.WeakValueDictionary[tuple, DeferredCompile] = weakref.WeakValueDictionary()
+_LEADERS_LOCK = threading.Lock()
+
+
+def _leader(region: DeferredCompile, key: tuple) -> DeferredCompile:
+    """The first region seen with this forward's code and this signature: its compile serves the others."""
+    fn = getattr(region.eager, "__func__", region.eager)
+    code = getattr(fn, "__code__", None)
+    if code is None:
+        return region
+    with _LEADERS_LOCK:
+        return _LEADERS.setdefault((code, key), region)
 
 
 def deferred(module: torch.nn.Module, name: str, mode: str | None = None, fullgraph: bool = False) -> DeferredCompile:

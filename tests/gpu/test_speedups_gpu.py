@@ -261,6 +261,8 @@ def test_cl_group_norm_compiled_on_cuda_is_as_close_to_fp32_as_torch(shape, layo
 def test_background_compile_then_cuda_graphs_on_cuda_keep_the_frames(monkeypatch, tmp_path):
     """The UNet's regions compile in the background while the first render runs eagerly; its CUDA graph is captured
     only once they are compiled (a capture of the eager stand-in would replay uncompiled code); frames match eager."""
+    import weakref
+
     from openmora.speedups import apply_speedups
     from openmora.speedups import compile as bc
     from openmora.speedups.cuda_graphs import GraphedForward
@@ -268,6 +270,7 @@ def test_background_compile_then_cuda_graphs_on_cuda_keep_the_frames(monkeypatch
     monkeypatch.setenv("OPENMORA_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor"))
     monkeypatch.setattr(bc, "_COMPILER", None)
+    monkeypatch.setattr(bc, "_LEADERS", weakref.WeakValueDictionary())
 
     def render(pipe):
         gen = torch.Generator("cpu").manual_seed(0)
