@@ -371,10 +371,7 @@ def train_t2i(run: Run) -> None:
         with torch.no_grad():
             lat = vae.encode(x).latent_dist.sample() * sf
         emb = text(_tokens(tok, _drop(batch["prompts"], rng, T2I_DROP), dev))[0]
-        noise = torch.randn_like(lat)
-        t = torch.randint(0, len(alphas), (len(lat),), device=dev)
-        a = alphas[t].view(-1, 1, 1, 1)
-        noisy = a.sqrt() * lat + (1 - a).sqrt() * noise
+        noisy, noise, t = _ddpm_noise(lat, alphas)
         pred = unet(noisy, t, emb).sample
         return F.mse_loss(pred.float(), noise.float())
 
@@ -385,6 +382,14 @@ def train_t2i(run: Run) -> None:
     _save(run, pipe, "text_to_image", sum(map(toy_models.parameters, (vae, text, unet))))
     _sample_t2i(run, pipe)
     _write_summary(run)
+
+
+def _ddpm_noise(lat: torch.Tensor, alphas: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """DDPM's forward process at a random timestep per example: (noisy latents, the noise, the timesteps)."""
+    noise = torch.randn_like(lat)
+    t = torch.randint(0, len(alphas), (len(lat),), device=lat.device)
+    a = alphas[t].view(-1, 1, 1, 1)
+    return a.sqrt() * lat + (1 - a).sqrt() * noise, noise, t
 
 
 def train_edit(run: Run) -> None:
@@ -418,10 +423,7 @@ def train_edit(run: Run) -> None:
         prompts = ["" if drop else p for drop, p in zip(no_text, batch["prompts"], strict=True)]
         cond = cond * torch.tensor(~no_image, device=dev).view(-1, 1, 1, 1)
         emb = text(_tokens(tok, prompts, dev))[0]
-        noise = torch.randn_like(lat)
-        t = torch.randint(0, len(alphas), (len(lat),), device=dev)
-        a = alphas[t].view(-1, 1, 1, 1)
-        noisy = a.sqrt() * lat + (1 - a).sqrt() * noise
+        noisy, noise, t = _ddpm_noise(lat, alphas)
         pred = unet(torch.cat([noisy, cond], dim=1), t, emb).sample
         return F.mse_loss(pred.float(), noise.float())
 

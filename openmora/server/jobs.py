@@ -507,6 +507,7 @@ class Worker:
             report=orch.report,
         )
         other.story_overlap = orch.story_overlap
+        other.gate = orch.gate  # the server's takes and quality gate, for every slot
         return other
 
     def _bind(self, slot: _Slot) -> None:

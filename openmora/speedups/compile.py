@@ -191,15 +191,35 @@ class BackgroundCompiler:
                 self._thread = threading.Thread(target=self._work, name="openmora-compile", daemon=True)
                 self._thread.start()
         self._queue.put(job)
-        known = compile_times()
+        self.started(job.region, job.key, background=True, pending=self.pending())
+
+    def started(self, region: DeferredCompile, key: tuple, background: bool, pending: int) -> None:
+        """Tell the listeners a region's compile started (queued here, or in the caller's thread)."""
         self.emit(
             {
                 "type": "compile",
                 "phase": "queued",
-                "name": job.region.name,
-                "background": True,
-                "pending": self.pending(),
-                "estimate_s": known.get(_times_key(job.region, job.key)),
+                "name": region.name,
+                "background": background,
+                "pending": pending,
+                "estimate_s": compile_times().get(_times_key(region, key)),
+            }
+        )
+
+    def finished(self, region: DeferredCompile, key: tuple, ok: bool, seconds: float, pending: int) -> None:
+        """Record a finished compile's time (for the next estimate and the foreground rule) and tell the listeners;
+        before the compile counts as finished, so that a waiter reads the time on record."""
+        if ok:
+            _record_time(_times_key(region, key), seconds)
+        logger.info("compiled %s in %.1fs (%d still queued)", region.name, seconds, pending)
+        self.emit(
+            {
+                "type": "compile",
+                "phase": "end",
+                "name": region.name,
+                "seconds": round(seconds, 2),
+                "ok": ok,
+                "pending": pending,
             }
         )
 
@@ -241,20 +261,7 @@ class BackgroundCompiler:
             start = time.perf_counter()
             ok = job.region.compile_now(job)
             seconds = time.perf_counter() - start
-            if ok:  # before the compile counts as finished: a waiter then reads the time on record
-                _record_time(_times_key(job.region, job.key), seconds)
-            left = self.pending() - 1
-            logger.info("compiled %s in %.1fs (%d still queued)", job.region.name, seconds, left)
-            self.emit(
-                {
-                    "type": "compile",
-                    "phase": "end",
-                    "name": job.region.name,
-                    "seconds": round(seconds, 2),
-                    "ok": ok,
-                    "pending": left,
-                }
-            )
+            self.finished(job.region, job.key, ok, seconds, pending=self.pending() - 1)
             with self._lock:
                 self._active -= 1
                 self.done += ok
@@ -378,16 +385,7 @@ class DeferredCompile:
         before, whose code the compile cache holds: seconds; in the background such compiles competed with the eager
         render for the CPU: on the H200 they took 47.6 s in all and the eager render ran 2x slower)."""
         bg = compiler()
-        bg.emit(
-            {
-                "type": "compile",
-                "phase": "queued",
-                "name": self.name,
-                "background": False,
-                "pending": bg.pending() + 1,
-                "estimate_s": compile_times().get(_times_key(self, key)),
-            }
-        )
+        bg.started(self, key, background=False, pending=bg.pending() + 1)
         start = time.perf_counter()
         try:
             out = self.compiled(*args, **kwargs)
@@ -397,22 +395,11 @@ class DeferredCompile:
             self.failed.add(key)
             ok = False
         seconds = time.perf_counter() - start
+        bg.finished(self, key, ok, seconds, pending=bg.pending())
         bg.count(ok, seconds)
         if ok:
             self.ready.add(key)
             self.calls_compiled += 1
-            _record_time(_times_key(self, key), seconds)
-        logger.info("compiled %s in %.1fs (in the foreground)", self.name, seconds)
-        bg.emit(
-            {
-                "type": "compile",
-                "phase": "end",
-                "name": self.name,
-                "seconds": round(seconds, 2),
-                "ok": ok,
-                "pending": bg.pending(),
-            }
-        )
         return out if ok else self.eager(*args, **kwargs)
 
     def compile_now(self, job: _Job) -> bool:
