@@ -142,6 +142,52 @@ def test_bad_flags_fail_with_a_clear_message(tmp_path: Path, capsys: pytest.Capt
 
 
 @pytest.mark.unit
+def test_per_model_budgets_and_batches(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run = train_toy.Run(tmp_path, steps=None, minutes_per_model=4, batch=64, minutes={"vae_video": 2.5},
+                        batches={"video": 24})  # fmt: skip
+    assert run.budget("vae_video") == (None, 150.0) and run.budget("t2i") == (None, 240.0)
+    assert [run.batch_for(m) for m in ("t2i", "vae_video", "video")] == [64, 16, 24]
+    for flag, value in (("--minutes", "t2i=0"), ("--minutes", "unet=2"), ("--batches", "video=1.5")):
+        with pytest.raises(SystemExit):
+            train_toy.main(["--out", str(tmp_path), "--device", "cpu", flag, value])
+        assert f"{flag} '{value}': accepted is MODEL=" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_resume_starts_from_the_saved_weights_and_keeps_each_round(trained: tuple[Path, dict], tmp_path: Path) -> None:
+    import shutil
+
+    out = tmp_path / "toy"
+    shutil.copytree(trained[0], out, ignore=shutil.ignore_patterns("packed"))
+    run = train_toy.Run(out, resume=True)
+    unet = train_toy._start(run, lambda: toy_models.build_sd_unet(4), out / "text_to_image" / "unet")
+    fresh = toy_models.build_sd_unet(4).state_dict()
+    saved = unet.state_dict()
+    assert all(
+        torch.equal(saved[k], v)
+        for k, v in type(unet).from_pretrained(out / "text_to_image" / "unet").state_dict().items()
+    )
+    assert not all(torch.equal(saved[k], v) for k, v in fresh.items())  # trained, not the seeded init
+    args = [
+        "--out",
+        str(out),
+        "--device",
+        "cpu",
+        "--only",
+        "t2i",
+        "--steps",
+        "1",
+        "--batch",
+        "2",
+        "--sample-steps",
+        "1",
+    ]
+    summary = train_toy.main([*args, "--resume"])
+    t2i = summary["models"]["t2i"]
+    assert t2i["steps"] == 1 and [h["steps"] for h in t2i["history"]] == [2] and t2i["total_steps"] == 3
+
+
+@pytest.mark.unit
 def test_model_configs_fit_the_size_budget() -> None:
     counts = {
         "text_to_image": sum(map(toy_models.parameters, (toy_models.build_sd_vae(), toy_models.build_clip_text_encoder(), toy_models.build_sd_unet(4)))),

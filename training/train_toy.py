@@ -70,17 +70,29 @@ class Run:
     workers: int = 0
     log_every: int = 50
     sample_steps: int = 20
+    minutes: dict[str, float] = field(default_factory=dict)
+    batches: dict[str, int] = field(default_factory=dict)
+    resume: bool = False
     summary: dict = field(default_factory=dict)
 
     @property
     def dev(self) -> torch.device:
         return torch.device(self.device)
 
-    def budget(self) -> tuple[int | None, float | None]:
-        """(steps, seconds) limits of each model; with neither flag given, 5 minutes."""
+    def budget(self, name: str) -> tuple[int | None, float | None]:
+        """(steps, seconds) limits of model ``name``: its ``minutes`` entry, else the run's limits; with neither
+        flag given, 5 minutes."""
+        if name in self.minutes:
+            return self.steps, self.minutes[name] * 60.0
         if self.steps is None and self.minutes_per_model is None:
             return None, 300.0
         return self.steps, None if self.minutes_per_model is None else self.minutes_per_model * 60.0
+
+    def batch_for(self, name: str) -> int:
+        """Examples per step of model ``name``: its ``batches`` entry, else ``batch`` (pictures), a quarter of it
+        (clips, video autoencoder) or half (clips, video model)."""
+        share = {"vae_video": 4, "video": 2}.get(name, 1)
+        return self.batches.get(name, max(1, self.batch // share))
 
     def autocast(self):
         if self.dev.type == "cuda":
@@ -99,7 +111,18 @@ def _log(run: Run, record: dict) -> None:
 def _write_summary(run: Run) -> None:
     path = run.out / "summary.json"
     old = json.loads(path.read_text()) if path.is_file() else {}
-    old.setdefault("models", {}).update(run.summary.get("models", {}))
+    models = old.setdefault("models", {})
+    for name, stats in run.summary.get("models", {}).items():
+        before = models.get(name)
+        if run.resume and before and "history" not in stats:
+            # A resumed model: its earlier rounds stay on record, and the totals count every round.
+            earlier = before.get("history", []) + [
+                {k: v for k, v in before.items() if not k.startswith(("history", "total_"))}
+            ]
+            stats["history"] = earlier
+            stats["total_steps"] = stats["steps"] + sum(h["steps"] for h in earlier)
+            stats["total_seconds"] = round(stats["seconds"] + sum(h["seconds"] for h in earlier), 3)
+        models[name] = stats
     old.setdefault("roles", {}).update(run.summary.get("roles", {}))
     old["total_saved_mb"] = round(sum(r["saved_mb"] for r in old["roles"].values()), 3)
     old["run"] = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(run).items() if k != "summary"}
@@ -136,7 +159,7 @@ def train_loop(
     modules end with an exponential moving average of their weights (decay ``min(EMA_DECAY, (1 + n) / (10 + n))``
     after step ``n``): diffusion samples from averaged weights are cleaner than from the last step's.
     """
-    max_steps, max_seconds = run.budget()
+    max_steps, max_seconds = run.budget(name)
     params = [p for m in modules for p in m.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=LR[name], weight_decay=0.0, betas=(0.9, 0.99))
     averaged = [p.detach().clone() for p in params] if ema else []
@@ -188,7 +211,7 @@ def train_loop(
         "step_seconds": round(seconds / max(step, 1), 4),
         "final_loss": last,
         "device": run.device,
-        "batch": run.batch,
+        "batch": run.batch_for(name),
         "parameters": sum(toy_models.parameters(m) for m in modules),
     }
     if not math.isfinite(last):
@@ -309,8 +332,8 @@ def wan_condition(
 def train_vae(run: Run) -> None:
     """Both autoencoders, then their latent statistics into their configs; saved under ``components/``."""
     dev, rng = run.dev, np.random.default_rng([run.seed, 1])
-    vae = toy_models.build_sd_vae().to(dev)
-    images = toy_data.stream("image", run.batch, run.seed + 10, run.workers)
+    vae = _start(run, toy_models.build_sd_vae, run.out / "components" / "sd_vae")
+    images = toy_data.stream("image", run.batch_for("vae_image"), run.seed + 10, run.workers)
 
     def image_loss(batch: dict) -> torch.Tensor:
         x = toy_data.to_tensor(batch["pixels"], dev)
@@ -327,8 +350,8 @@ def train_vae(run: Run) -> None:
     vae.save_pretrained(run.out / "components" / "sd_vae", safe_serialization=True)
     _sample_vae(run, "vae_image", vae, toy_data.image_batch(rng, 6)["pixels"])
 
-    wan = toy_models.build_wan_vae().to(dev)
-    clips = toy_data.stream("clip", max(1, run.batch // 4), run.seed + 20, run.workers)
+    wan = _start(run, toy_models.build_wan_vae, run.out / "components" / "wan_vae")
+    clips = toy_data.stream("clip", run.batch_for("vae_video"), run.seed + 20, run.workers)
 
     def clip_loss(batch: dict) -> torch.Tensor:
         x = toy_data.to_tensor(batch["clips"], dev)
@@ -348,6 +371,16 @@ def train_vae(run: Run) -> None:
     _write_summary(run)
 
 
+def _start(run: Run, build: Callable[[], torch.nn.Module], saved: Path) -> torch.nn.Module:
+    """A model to train: with ``--resume`` the weights saved at ``saved`` (a ``save_pretrained`` folder) where they
+    exist, else ``build()``; on the run's device."""
+    if run.resume and (saved / "config.json").is_file():
+        cls = type(build())
+        logger.info("resuming %s from %s", cls.__name__, saved)
+        return cls.from_pretrained(saved).to(run.dev)
+    return build().to(run.dev)
+
+
 def _load_component(run: Run, cls, name: str):
     path = run.out / "components" / name
     if not (path / "config.json").is_file():
@@ -361,7 +394,9 @@ def train_t2i(run: Run) -> None:
 
     dev, rng = run.dev, np.random.default_rng([run.seed, 2])
     vae = _load_component(run, AutoencoderKL, "sd_vae").requires_grad_(False)
-    text, unet = toy_models.build_clip_text_encoder().to(dev), toy_models.build_sd_unet(4).to(dev)
+    saved = run.out / "text_to_image"
+    text = _start(run, toy_models.build_clip_text_encoder, saved / "text_encoder")
+    unet = _start(run, lambda: toy_models.build_sd_unet(4), saved / "unet")
     tok, noise_sched = TokenCache(toy_models.tokenizer()), _noise_scheduler()
     alphas = noise_sched.alphas_cumprod.to(dev)
     sf = vae.config.scaling_factor
@@ -376,7 +411,12 @@ def train_t2i(run: Run) -> None:
         return F.mse_loss(pred.float(), noise.float())
 
     train_loop(
-        run, "t2i", [text, unet], loss, toy_data.stream("image", run.batch, run.seed + 30, run.workers), ema=True
+        run,
+        "t2i",
+        [text, unet],
+        loss,
+        toy_data.stream("image", run.batch_for("t2i"), run.seed + 30, run.workers),
+        ema=True,
     )
     pipe = toy_models.text_to_image_pipeline(vae, text, unet)
     _save(run, pipe, "text_to_image", sum(map(toy_models.parameters, (vae, text, unet))))
@@ -398,15 +438,18 @@ def train_edit(run: Run) -> None:
     from transformers import CLIPTextModel
 
     dev, rng = run.dev, np.random.default_rng([run.seed, 3])
-    t2i = run.out / "text_to_image"
-    if (t2i / "text_encoder").is_dir():
+    t2i, saved = run.out / "text_to_image", run.out / "edit_image"
+    if run.resume and (saved / "text_encoder").is_dir():
+        vae = AutoencoderKL.from_pretrained(saved / "vae").to(dev)
+        text = CLIPTextModel.from_pretrained(saved / "text_encoder").to(dev)
+    elif (t2i / "text_encoder").is_dir():
         vae = AutoencoderKL.from_pretrained(t2i / "vae").to(dev)
         text = CLIPTextModel.from_pretrained(t2i / "text_encoder").to(dev)
     else:
         logger.warning("no %s: the edit model's text encoder starts from scratch", t2i)
         vae, text = _load_component(run, AutoencoderKL, "sd_vae"), toy_models.build_clip_text_encoder().to(dev)
     vae.requires_grad_(False)
-    unet = toy_models.build_sd_unet(8).to(dev)
+    unet = _start(run, lambda: toy_models.build_sd_unet(8), saved / "unet")
     tok, noise_sched = TokenCache(toy_models.tokenizer()), _noise_scheduler()
     alphas = noise_sched.alphas_cumprod.to(dev)
     sf = vae.config.scaling_factor
@@ -428,7 +471,12 @@ def train_edit(run: Run) -> None:
         return F.mse_loss(pred.float(), noise.float())
 
     train_loop(
-        run, "edit", [text, unet], loss, toy_data.stream("edit", run.batch, run.seed + 40, run.workers), ema=True
+        run,
+        "edit",
+        [text, unet],
+        loss,
+        toy_data.stream("edit", run.batch_for("edit"), run.seed + 40, run.workers),
+        ema=True,
     )
     pipe = toy_models.edit_image_pipeline(vae, text, unet)
     _save(run, pipe, "edit_image", sum(map(toy_models.parameters, (vae, text, unet))))
@@ -442,10 +490,12 @@ def train_video(run: Run) -> None:
 
     dev, rng = run.dev, np.random.default_rng([run.seed, 4])
     vae = _load_component(run, AutoencoderKLWan, "wan_vae").requires_grad_(False)
-    text, model = toy_models.build_umt5().to(dev), toy_models.build_wan_transformer().to(dev)
+    saved = run.out / "image_to_video"
+    text = _start(run, toy_models.build_umt5, saved / "text_encoder")
+    model = _start(run, toy_models.build_wan_transformer, saved / "transformer")
     tok, shift = TokenCache(toy_models.tokenizer()), toy_models.WAN_SHIFT
     mean, std = _wan_norm(vae, dev)
-    batch_size = max(1, run.batch // 2)
+    batch_size = run.batch_for("video")
 
     def loss(batch: dict) -> torch.Tensor:
         x = toy_data.to_tensor(batch["clips"], dev)
@@ -621,6 +671,22 @@ def pack(out: Path, dest: Path) -> dict[str, float]:
     return sizes
 
 
+def _per_model(parser: argparse.ArgumentParser, flag: str, text: str, kind: type, accepted: str) -> dict:
+    """``MODEL=VALUE,...`` into a dict; a name outside :data:`LR` or a value that is not ``kind`` and > 0 is a
+    usage error naming what is accepted."""
+    out = {}
+    for item in filter(None, (i.strip() for i in text.split(","))):
+        name, _, value = (part.strip() for part in item.partition("="))
+        try:
+            number = kind(value)
+        except ValueError:
+            number = None
+        if name not in LR or number is None or not number > 0:
+            parser.error(f"{flag} {item!r}: accepted is MODEL={accepted}, MODEL one of {', '.join(LR)}")
+        out[name] = number
+    return out
+
+
 def main(argv: list[str] | None = None) -> dict:
     """Run the jobs ``--only`` names (default all, in order); returns the summary (also in ``--out``/summary.json)."""
     parser = argparse.ArgumentParser(prog="python -m training.train_toy", description=__doc__.split("\n\n")[0])
@@ -630,6 +696,17 @@ def main(argv: list[str] | None = None) -> dict:
     budget = parser.add_mutually_exclusive_group()
     budget.add_argument("--minutes-per-model", type=float)
     budget.add_argument("--steps", type=int)
+    parser.add_argument(
+        "--minutes",
+        default="",
+        help="per-model minutes over the other limits, e.g. vae_video=3,t2i=2 (models: " + ", ".join(LR) + ")",
+    )
+    parser.add_argument(
+        "--batches", default="", help="per-model batch sizes over --batch's, e.g. vae_video=16,video=32"
+    )
+    parser.add_argument(
+        "--resume", action="store_true", help="start each model from its weights saved in --out, where there are any"
+    )
     parser.add_argument(
         "--batch", type=int, default=32, help="images per step (clips: a quarter for the VAE, half for video)"
     )
@@ -655,6 +732,8 @@ def main(argv: list[str] | None = None) -> dict:
             parser.error(f"{name} {value}: accepted is a whole number >= 1")
     if args.minutes_per_model is not None and not args.minutes_per_model > 0:
         parser.error(f"--minutes-per-model {args.minutes_per_model}: accepted is a number > 0")
+    minutes = _per_model(parser, "--minutes", args.minutes, float, "MINUTES (> 0)")
+    batches = _per_model(parser, "--batches", args.batches, int, "a whole number >= 1")
     workers = args.workers if args.workers is not None else (6 if args.device == "cuda" else 0)
     threads = os.environ.get("OPENMORA_TORCH_THREADS")
     if threads:
@@ -665,11 +744,13 @@ def main(argv: list[str] | None = None) -> dict:
     torch.manual_seed(args.seed)
     args.out.mkdir(parents=True, exist_ok=True)
     run = Run(args.out, args.device, args.seed, args.minutes_per_model, args.steps, args.batch, only, workers,
-              args.log_every, args.sample_steps)  # fmt: skip
+              args.log_every, args.sample_steps, minutes, batches, args.resume)  # fmt: skip
     for job in JOBS:
         if job in only:
             logger.info("job %s", job)
             TRAINERS[job](run)
+            if args.pack:  # after every job: a run cut off later still hands back what it finished
+                pack(run.out, args.pack)
     _write_summary(run)
     summary = json.loads((run.out / "summary.json").read_text())
     if args.pack:
