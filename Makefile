@@ -31,8 +31,11 @@ $(STAMP): requirements.txt requirements-dev.txt requirements-llm.txt requirement
 	sh .ci/ensure-chromium
 	touch $(STAMP)
 
+# The toy world's trained models (openmora/toy/weights): the CLI reads the video back and prints what it shows.
+DEMO_PROMPT = a large red circle moving left on a blue background
 demo: $(STAMP)
-	$(BIN)/openmora run text-to-video --llm local --segments 2 --prompt "a fox running through snow at dusk"
+	@echo "make demo: a toy-world text-to-video of \"$(DEMO_PROMPT)\"; look for a red circle on blue that moves left"
+	$(BIN)/openmora run text-to-video --profile toy --llm local --prompt "$(DEMO_PROMPT)"
 
 # Every tier this machine can run (unit, integration, slow, llm); the gpu tier skips itself without CUDA.
 test: $(STAMP)

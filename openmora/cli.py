@@ -570,9 +570,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"other {t['other_s']:.1f}s" + (f", score + report {t['report_s']:.1f}s" if "report_s" in t else "") + ")",
         file=sys.stderr,
     )
+    _toy_reading(orch, args, result)
     print(result.final_video)
     _finish_compiles(progress)
     return 0
+
+
+def _toy_reading(orch: Orchestrator, args: argparse.Namespace, result: Any) -> None:
+    """On the ``toy`` profile, after a run made from a prompt: what the detector reads in the video, against what the
+    prompt asked for (one line on stderr)."""
+    if orch.profile.name != "toy" or not args.prompt or args.task not in ("text-to-video", "digital-world", "auto"):
+        return
+    from openmora.artifacts import ArtifactStore
+    from openmora.toy.detect import reading
+
+    try:
+        with ArtifactStore(result.run_dir) as store:
+            line = reading(store.frames(result.final_id), args.prompt)
+    except (OSError, ValueError) as err:  # the run is done and written: a failed reading costs it nothing
+        line = f"could not read the video back ({err})"
+    print(f"toy world: {line}", file=sys.stderr)
 
 
 def _finish_compiles(progress: _CliProgress) -> None:

@@ -58,6 +58,10 @@ def _model_path(cfg: RoleConfig) -> str:
         from openmora.tiny_models import ensure_tiny_model
 
         return str(ensure_tiny_model(cfg.model.removeprefix("tiny:")))
+    if cfg.model.startswith("toy:"):
+        from openmora.toy import weights_folder
+
+        return str(weights_folder(cfg.model.removeprefix("toy:")))
     return cfg.model
 
 

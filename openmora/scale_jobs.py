@@ -57,7 +57,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-# The embedded random-weight models (``model: tiny:...``) are a few MB each: the tiny profile's three roles of a
+# The embedded models (``model: tiny:...``, random weights, and ``toy:...``, trained) are a few MB each: the tiny profile's three roles of a
 # text-to-video and a story job hold 12.6 MB of weights, and the two jobs grew the process by 0.31 GB, imports
 # included (x86_64, 1 torch thread). The class-based figures of openmora.memory are for the full-size models.
 TINY_WEIGHTS_BYTES = 8 * 2**20
@@ -81,7 +81,7 @@ def check_jobs(value: Any) -> int | None:
 # ----- how many jobs fit one device ---------------------------------------------------------------------------
 def role_memory(cfg: Any) -> tuple[int, int]:
     """A role's ``(weights, reserve)`` in bytes, estimated before anything loads (refiner included)."""
-    if str(cfg.model).startswith("tiny:"):
+    if str(cfg.model).startswith(("tiny:", "toy:")):
         return TINY_WEIGHTS_BYTES, TINY_RESERVE_BYTES
     weights = DEFAULT_WEIGHTS_GB.get(cfg.pipeline, FALLBACK_WEIGHTS_GB) * GB
     if cfg.refiner is not None:

@@ -47,11 +47,12 @@ def render_segment(
         **params,
     )
     notes = []
-    if prompt:
-        if "prompt" in inspect.signature(pipe.__call__).parameters:
-            call["prompt"] = prompt
-        else:
-            notes.append(f"{type(pipe).__name__} takes no text: the prompt shaped the image, not the motion")
+    if "prompt" in inspect.signature(pipe.__call__).parameters:
+        # Text-conditioned models (Wan) refuse a call without a prompt: none given (an extend of an uploaded clip)
+        # is the empty prompt, the unconditional branch they were trained with.
+        call["prompt"] = prompt or ""
+    elif prompt:
+        notes.append(f"{type(pipe).__name__} takes no text: the prompt shaped the image, not the motion")
     chunked = on_frames is not None and _decodes_in_chunks(pipe)
     if not chunked:
         out = call_pipeline(ctx, "image_to_video", pipe, "image_to_video", **call)

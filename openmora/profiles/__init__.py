@@ -46,7 +46,8 @@ STEP_TOOLS = (
 class RoleConfig:
     """One role's pipeline.
 
-    ``model`` is a hub id, a local folder, or ``tiny:<role>`` for the embedded random-weight models.
+    ``model`` is a hub id, a local folder, ``tiny:<role>`` for the embedded random-weight models, or ``toy:<name>``
+    for the embedded trained toy-world models (``openmora/toy/weights/<name>``).
     ``params`` are default keyword arguments of the pipeline call (steps, guidance, frames...).
     ``refiner`` is an optional second pipeline that finishes the denoising (SDXL's base + refiner split).
     """

@@ -551,3 +551,22 @@ def score_digital_world(frames: np.ndarray, reference: np.ndarray | str | Scene 
         want = _named(reference).values()
         checks |= {a: getattr(det, a) == want[a] for a in kept if a in want}
     return Score("digital-world", checks, _numbers(det))
+
+
+def reading(frames: np.ndarray, prompt: str | Scene | PromptAttributes) -> str:
+    """One line comparing what ``prompt`` names with what the frames show, attribute by attribute: what the CLI
+    prints after a ``toy`` run, so a user can see whether the prompt reached the pixels.
+
+    Example:
+        >>> from openmora.toy.scenes import Scene, render
+        >>> reading(render(Scene("circle", "red", "blue", "large", "left")), "a red circle moving right")
+        'asked: shape circle, colour red, motion right; the video shows: shape circle, colour red, motion left (2 of 3 match)'
+    """
+    want = _named(prompt).values()
+    if not want:
+        return "the prompt names nothing the toy world knows (shapes, colours, backgrounds, sizes, motions, style)"
+    got = describe(_as_clip(frames)).attributes()
+    match = sum(got[a] == v for a, v in want.items())
+    asked = ", ".join(f"{a} {v}" for a, v in want.items())
+    seen = ", ".join(f"{a} {got[a] or 'none'}" for a in want)
+    return f"asked: {asked}; the video shows: {seen} ({match} of {len(want)} match)"
