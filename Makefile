@@ -34,7 +34,8 @@ $(STAMP): requirements.txt requirements-dev.txt requirements-llm.txt requirement
 # The toy world's trained models (openmora/toy/weights): the CLI reads the video back and prints what it shows.
 DEMO_PROMPT = a large red circle moving left on a blue background
 demo: $(STAMP)
-	@echo "make demo: a toy-world text-to-video of \"$(DEMO_PROMPT)\"; look for a red circle on blue that moves left"
+	@echo "make demo: a toy-world text-to-video of \"$(DEMO_PROMPT)\"."
+	@echo "Look for a red circle on blue that moves left; the 'toy world:' line says what the detector reads in the video."
 	$(BIN)/openmora run text-to-video --profile toy --llm local --prompt "$(DEMO_PROMPT)"
 
 # Every tier this machine can run (unit, integration, slow, llm); the gpu tier skips itself without CUDA.

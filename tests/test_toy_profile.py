@@ -105,3 +105,41 @@ def test_held_out_image_to_video_keeps_the_picture_and_moves(held_out: dict) -> 
 def test_held_out_extend_keeps_the_source_and_joins_without_a_jump(held_out: dict) -> None:
     ext = held_out["extend"]["checks"]
     assert ext["source_kept"] >= 0.75 and ext["no_jump"] >= 0.75 and ext["background_kept"] >= 0.75
+
+
+@pytest.mark.unit
+def test_prompts_are_rewritten_into_the_phrasing_the_toy_models_learned() -> None:
+    from openmora.toy.scenes import canonical_instruction, canonical_prompt
+
+    assert canonical_prompt("A large, red circle is moving left across a blue background.") == (
+        "a large red circle moving left on a blue background"
+    )
+    assert canonical_prompt("a tiny green box, static, against a black backdrop, Minecraft style") == (
+        "a small green square staying still on a black background in pixel-art style"
+    )
+    assert canonical_prompt("a fox running through snow at dusk") is None  # nothing the toy world knows
+    assert canonical_instruction("Could you turn the background white?") == "make the background white"
+    assert canonical_instruction("turn it into a triangle") == "make it a triangle"
+    assert canonical_instruction("make it 1920s") is None
+
+
+@pytest.mark.unit
+def test_an_unknown_prompt_vocabulary_is_refused_naming_the_accepted_ones(tmp_path: Path) -> None:
+    from openmora.profiles import load_profile
+
+    text = (Path(__file__).parent.parent / "openmora" / "profiles" / "toy.yaml").read_text()
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(text.replace("prompt_vocabulary: toy", "prompt_vocabulary: klingon"))
+    with pytest.raises(InputError, match="prompt_vocabulary 'klingon' is not one of: None, toy"):
+        load_profile(str(bad))
+
+
+@pytest.mark.integration
+def test_a_rephrased_prompt_reaches_the_model_in_its_vocabulary_and_the_record_keeps_both(
+    toy: Orchestrator, tmp_path: Path
+) -> None:
+    asked = "A large, red circle is moving left across a blue background."
+    result = toy.run("text-to-video", prompt=asked, segments=1, out=tmp_path / "run")
+    image = next(a for a in result.artifacts if a.tool == "text_to_image")
+    assert image.params["model_prompt"] == "a large red circle moving left on a blue background"
+    assert asked.rstrip(".") in image.params["prompt"]  # what the agent wrote (enhanced) stays on record

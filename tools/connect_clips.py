@@ -52,7 +52,7 @@ def connect_clips(
         "connect_frames",
         image=Image.fromarray(fa[-1]),
         last_image=Image.fromarray(fb[0]),
-        prompt=prompt or "a smooth continuous transition between two scenes",
+        prompt=ctx.model_prompt(prompt) if prompt else "a smooth continuous transition between two scenes",
         height=fa.shape[1],
         width=fa.shape[2],
         generator=generator(seed),

@@ -79,6 +79,16 @@ class ToolContext:
         if self.on_event:
             self.on_event(event)
 
+    def model_prompt(self, text: str, kind: str = "scene") -> str:
+        """The text a pipeline gets for ``text``: rewritten into the profile's ``prompt_vocabulary`` (``kind``:
+        ``scene`` for a description, ``edit`` for an instruction) where it names something that vocabulary knows,
+        else ``text`` unchanged."""
+        if self.profile.prompt_vocabulary != "toy" or not text:
+            return text
+        from openmora.toy.scenes import canonical_instruction, canonical_prompt
+
+        return (canonical_instruction(text) if kind == "edit" else canonical_prompt(text)) or text
+
     def params(self, role: str, part: str = "main") -> dict[str, Any]:
         cfg = self.profile.role(role)
         if part == "refiner":

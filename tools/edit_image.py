@@ -34,7 +34,7 @@ def edit_image(ctx: ToolContext, image_id: str, instruction: str, seed: int | No
         "edit_image",
         pipe,
         "edit_image",
-        prompt=instruction,
+        prompt=ctx.model_prompt(instruction, "edit"),
         image=Image.fromarray(pixels),
         generator=generator(seed),
         output_type="np",

@@ -50,7 +50,7 @@ def render_segment(
     if "prompt" in inspect.signature(pipe.__call__).parameters:
         # Text-conditioned models (Wan) refuse a call without a prompt: none given (an extend of an uploaded clip)
         # is the empty prompt, the unconditional branch they were trained with.
-        call["prompt"] = prompt or ""
+        call["prompt"] = ctx.model_prompt(prompt) if prompt else ""
     elif prompt:
         notes.append(f"{type(pipe).__name__} takes no text: the prompt shaped the image, not the motion")
     chunked = on_frames is not None and _decodes_in_chunks(pipe)

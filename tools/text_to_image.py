@@ -24,7 +24,8 @@ def text_to_image(ctx: ToolContext, prompt: str, negative_prompt: str = "", seed
     role = ctx.profile.role("text_to_image")
     pipe = ctx.loader.get("text_to_image")
     params = ctx.params("text_to_image")
-    call = dict(prompt=prompt, height=ctx.profile.height, width=ctx.profile.width, generator=generator(seed), **params)
+    text = ctx.model_prompt(prompt)  # the profile's vocabulary, where it has one
+    call = dict(prompt=text, height=ctx.profile.height, width=ctx.profile.width, generator=generator(seed), **params)
     if negative_prompt:
         call["negative_prompt"] = negative_prompt
     if role.refiner is not None:
@@ -32,7 +33,7 @@ def text_to_image(ctx: ToolContext, prompt: str, negative_prompt: str = "", seed
         call.update(denoising_end=role.refiner_split, output_type="latent")
         latents = call_pipeline(ctx, "text_to_image", pipe, "text_to_image", **call).images
         refiner = ctx.loader.get("text_to_image", part="refiner")
-        rcall = dict(prompt=prompt, image=latents, denoising_start=role.refiner_split, generator=generator(seed))
+        rcall = dict(prompt=text, image=latents, denoising_start=role.refiner_split, generator=generator(seed))
         rcall.update({k: v for k, v in params.items() if k in ("num_inference_steps", "guidance_scale")})
         rcall.update(ctx.params("text_to_image", "refiner"))
         if negative_prompt:
@@ -44,7 +45,8 @@ def text_to_image(ctx: ToolContext, prompt: str, negative_prompt: str = "", seed
     art = ctx.store.add_image(
         image,
         tool="text_to_image",
-        params={"prompt": prompt, "negative_prompt": negative_prompt, **params},
+        params={"prompt": prompt, "negative_prompt": negative_prompt, **params}
+        | ({"model_prompt": text} if text != prompt else {}),
         seed=seed,
         seconds=time.perf_counter() - start,
         description=f"from text: {prompt[:80]}",

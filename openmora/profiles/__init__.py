@@ -42,6 +42,9 @@ STEP_TOOLS = (
 )
 
 
+PROMPT_VOCABULARIES = (None, "toy")  # Profile.prompt_vocabulary: None (as written) or a closed vocabulary
+
+
 @dataclass
 class RoleConfig:
     """One role's pipeline.
@@ -105,6 +108,9 @@ class Profile:
     best_of: dict[str, int] = field(default_factory=dict)
     min_quality: float | None = None
     max_retakes: int = 2
+    # Models trained on a closed vocabulary get prompts rewritten into the phrasing they learned: ``toy`` (the toy
+    # world's, openmora/toy/scenes.py). None: prompts reach the pipelines as the agents wrote them.
+    prompt_vocabulary: str | None = None
 
     def role(self, name: str) -> RoleConfig:
         if name not in self.roles:
@@ -211,6 +217,11 @@ def profile_from_dict(data: dict[str, Any], source: str = "") -> Profile:
     budget = profile.vram_budget_gb
     if budget is not None and (isinstance(budget, bool) or not isinstance(budget, (int, float)) or budget <= 0):
         raise InputError(f"profile {name!r}: vram_budget_gb must be a number of GB > 0, got {budget!r}")
+    if profile.prompt_vocabulary not in PROMPT_VOCABULARIES:
+        raise InputError(
+            f"profile {name!r}: prompt_vocabulary {profile.prompt_vocabulary!r} is not one of: "
+            + ", ".join(map(str, PROMPT_VOCABULARIES))
+        )
     if profile.dtype not in DTYPES:
         raise InputError(f"profile {name!r}: dtype {profile.dtype!r} is not one of {', '.join(DTYPES)}")
     profile.step_seconds = _seconds_map(name, "step_seconds", profile.step_seconds, STEP_TOOLS, "tool")

@@ -435,6 +435,46 @@ def parse_prompt(text: str) -> PromptAttributes:
     return PromptAttributes(**found)
 
 
+def canonical_prompt(text: str) -> str | None:
+    """``text`` in the one phrasing the toy models were trained on (:meth:`Scene.prompt`'s), keeping only the
+    attributes it names; ``None`` when it names none (the text then goes to the model as it is).
+
+    Example:
+        >>> canonical_prompt("A large, red circle is moving left across a blue background.")
+        'a large red circle moving left on a blue background'
+        >>> canonical_prompt("a red ball"), canonical_prompt("a Minecraft village"), canonical_prompt("a fox")
+        ('a red circle', 'an object in pixel-art style', None)
+    """
+    p = parse_prompt(text)
+    if not p.named:
+        return None
+    thing = " ".join(v for v in (p.size, p.colour, p.shape or "object") if v)
+    words = [f"{'an' if thing[0] in 'aeiou' else 'a'} {thing}"]
+    if p.motion is not None:
+        words.append("staying still" if p.motion == "still" else f"moving {p.motion}")
+    if p.background is not None:
+        words.append(f"on a {p.background} background")
+    if p.style == "pixel-art":
+        words.append("in pixel-art style")
+    return " ".join(words)
+
+
+def canonical_instruction(text: str) -> str | None:
+    """An edit instruction in the toy models' phrasing (:attr:`Edit.instruction`'s, or "make it pixel-art" for a
+    restyle); ``None`` when no toy edit can be read from it.
+
+    Example:
+        >>> canonical_instruction("Please change the backdrop to black"), canonical_instruction("turn it into voxel art")
+        ('make the background black', 'make it pixel-art')
+    """
+    if parse_prompt(text).style == "pixel-art":
+        return "make it pixel-art"
+    try:
+        return parse_edit(text).instruction
+    except InputError:
+        return None
+
+
 # ----- edits -----
 
 EDIT_ATTRIBUTES: tuple[str, ...] = ("colour", "background", "shape", "size")
