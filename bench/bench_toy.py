@@ -13,10 +13,18 @@ the task, ``--llm none``), and its result read back by :mod:`openmora.toy.detect
 
 Per task: the share of cases that pass every check, the share of each check, and seconds per case (the run's own
 ``generate`` time and the whole call). For text-to-video also the accuracy per attribute (each named attribute right)
-and per pair of attributes (both right). Prints a Markdown table and writes JSON.
+and per pair of attributes (both right).
+
+``--requests LLM`` also runs free-form requests in the toy vocabulary (:func:`requests`: plain and composite
+requests, durations, a digital world, uploads to animate, extend and edit) with ``task="auto"``, so the planner
+(``LLM``: ``none`` for the word templates, ``local`` for the embedded model) chooses the tools, and scores each final
+video against what the request asked for: the tools in order and each attribute the request implies.
+
+Prints Markdown tables and writes JSON.
 
     python -m bench.bench_toy                       # 8 cases a task, bench/results/toy.json
     python -m bench.bench_toy --cases 3 --tasks text-to-video,edit --out /tmp/toy.json
+    python -m bench.bench_toy --tasks text-to-video --cases 1 --requests local
 """
 
 from __future__ import annotations
@@ -54,6 +62,88 @@ def cases(task: str, n: int, seed: int = 0) -> list[dict[str, Any]]:
             case["edit"] = sample_edit(rng, scene)
         out.append(case)
     return out
+
+
+def requests() -> list[dict[str, Any]]:
+    """The free-form requests: words, an optional upload (a scene drawn as an image or a clip), the tools the plan
+    must call in order, and the attributes the final video must show."""
+    from openmora.toy.scenes import Scene
+
+    # Every scene here is a held-out (shape, colour, background) triple: no model saw it in training.
+    upload = Scene("circle", "orange", "gray", "small", "down", speed=1.5)
+    return [
+        {"name": "plain", "text": "a small orange square moving down on a white background",
+         "tools": ("text_to_image", "image_to_video"),
+         "want": {"shape": "square", "colour": "orange", "background": "white", "size": "small", "motion": "down"}},
+        {"name": "duration", "text": "a 2 second clip of a large yellow triangle moving right on a black background",
+         "tools": ("text_to_image", "image_to_video", "extend_video"),
+         "want": {"shape": "triangle", "colour": "yellow", "background": "black", "size": "large", "motion": "right"}},
+        {"name": "composite", "text": "a blue circle moving left on a white background, then make the background black",
+         "tools": ("text_to_image", "edit_image"), "want": {"shape": "circle", "colour": "blue", "background": "black"}},
+        {"name": "digital-world", "text": "a large purple square moving up on a black background as a video game world",
+         "tools": ("text_to_image", "image_to_video"),
+         "want": {"colour": "purple", "background": "black", "motion": "up", "style": "pixel-art"}},
+        {"name": "animate", "text": "animate this picture: the circle moves right", "upload": (upload, "image"),
+         "tools": ("image_to_video",), "want": upload.attributes() | {"motion": "right", "style": "plain"}},
+        {"name": "extend", "text": "make this clip longer", "upload": (upload, "video"),
+         "tools": ("extend_video",), "want": upload.attributes() | {"style": "plain"}},
+        {"name": "edit-upload", "text": "make it green", "upload": (upload, "video"),
+         "tools": ("edit_image",), "want": upload.attributes() | {"colour": "green", "style": "plain"}},
+    ]  # fmt: skip
+
+
+def run_request(orch: Any, req: dict[str, Any], work: Path, seed: int = 0) -> dict[str, Any]:
+    """One free-form request with ``task="auto"``: the planner's tools, and the final video against ``want``."""
+    from PIL import Image
+
+    from openmora.artifacts import ArtifactStore
+    from openmora.toy import detect
+    from openmora.toy.scenes import PromptAttributes, render
+
+    work.mkdir(parents=True, exist_ok=True)
+    kwargs: dict[str, Any] = {}
+    if req.get("upload"):
+        scene, kind = req["upload"]
+        if kind == "image":
+            Image.fromarray(render(scene, frames=1)[0]).save(work / "in.png")
+            kwargs["image"] = work / "in.png"
+        else:
+            kwargs["videos"] = [_write_clip(render(scene, frames=FRAMES), work / "in.mp4")]
+    t0 = time.perf_counter()
+    try:
+        result = orch.run("auto", prompt=req["text"], seed=seed, out=work / "run", **kwargs)
+    except Exception as err:  # a request the planner could not plan is a failed case, not a failed bench
+        return {"name": req["name"], "passed": False, "error": f"{type(err).__name__}: {err}"[:300]}
+    wall = time.perf_counter() - t0
+    tools = [a.tool for a in result.artifacts if a.tool not in ("input", "join_clips")]
+    with ArtifactStore(result.run_dir) as store:
+        final = store.frames(result.final_id)
+    score = detect.score_text_to_video(final, PromptAttributes(**req["want"]))
+    it = iter(tools)
+    in_order = all(any(t == want for t in it) for want in req["tools"])
+    checks = {"tools": in_order} | score.checks
+    return {"name": req["name"], "passed": all(checks.values()), "checks": checks, "tools": tools,
+            "wall_s": round(wall, 3), "llm_s": round(float(result.timings.get("llm_s", 0.0)), 3)}  # fmt: skip
+
+
+def evaluate_requests(profile: str = "toy", llm: str = "none", work: Path | None = None) -> dict[str, Any]:
+    """Every request of :func:`_requests` through the planner ``llm``; per request and overall figures."""
+    from openmora import Orchestrator
+
+    orch = Orchestrator(profile=profile, llm=llm, report=False)
+    with tempfile.TemporaryDirectory() as tmp:
+        rows = [run_request(orch, r, Path(work or tmp) / r["name"]) for r in requests()]
+    checked = [r for r in rows if "checks" in r]
+    return {
+        "llm": llm,
+        "requests": len(rows),
+        "passed": round(float(np.mean([r["passed"] for r in rows])), 3),
+        "tools_right": round(float(np.mean([r.get("checks", {}).get("tools", False) for r in rows])), 3),
+        "attributes_right": round(
+            float(np.mean([v for r in checked for k, v in r["checks"].items() if k in ATTRS + ("style",)] or [0])), 3
+        ),
+        "rows": rows,
+    }
 
 
 def _write_clip(frames: np.ndarray, path: Path, fps: float = 8.0) -> Path:
@@ -169,6 +259,16 @@ def table(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def request_table(res: dict[str, Any]) -> str:
+    lines = [f"requests planned by `{res['llm']}`: {res['passed']:.0%} pass, tools right {res['tools_right']:.0%}, "
+             f"attributes right {res['attributes_right']:.0%}", "",
+             "| request | passes | tools run | checks failed |", "|---|---|---|---|"]  # fmt: skip
+    for r in res["rows"]:
+        failed = r.get("error") or ", ".join(k for k, v in r["checks"].items() if not v) or "-"
+        lines.append(f"| {r['name']} | {'yes' if r['passed'] else 'no'} | {' '.join(r.get('tools', []))} | {failed} |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--profile", default="toy")
@@ -176,6 +276,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--tasks", default=",".join(TASKS), help="comma-separated, from " + ", ".join(TASKS))
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "toy.json")
+    parser.add_argument("--requests", metavar="LLM", help="also the free-form requests, planned by LLM (none, local)")
     args = parser.parse_args(argv)
     tasks = tuple(t.strip() for t in args.tasks.split(",") if t.strip())
     unknown = [t for t in tasks if t not in TASKS]
@@ -195,12 +296,17 @@ def main(argv: list[str] | None = None) -> int:
         "seconds": round(time.perf_counter() - t0, 1),
         "tasks": results,
     }
+    if args.requests:
+        doc["requests"] = evaluate_requests(args.profile, args.requests)
+        doc["seconds"] = round(time.perf_counter() - t0, 1)
     training = ROOT / "training" / "results" / "toy_summary.json"
     if training.is_file():
         doc["training"] = json.loads(training.read_text())
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(doc, indent=2) + "\n")
     print(table(results))
+    if args.requests:
+        print(request_table(doc["requests"]))
     print(f"\n{doc['command']}: {doc['seconds']} s; JSON: {args.out}")
     return 0
 

@@ -143,3 +143,17 @@ def test_a_rephrased_prompt_reaches_the_model_in_its_vocabulary_and_the_record_k
     image = next(a for a in result.artifacts if a.tool == "text_to_image")
     assert image.params["model_prompt"] == "a large red circle moving left on a blue background"
     assert asked.rstrip(".") in image.params["prompt"]  # what the agent wrote (enhanced) stays on record
+
+
+@pytest.mark.slow
+def test_free_form_requests_run_end_to_end_on_toy_and_are_scored_at_the_pixels(tmp_path: Path) -> None:
+    from openmora import Orchestrator
+
+    orch = Orchestrator(profile="toy", llm="none", report=False)
+    picked = {r["name"]: r for r in bench_toy.requests()}
+    for name in ("plain", "edit-upload"):
+        row = bench_toy.run_request(orch, picked[name], tmp_path / name)
+        assert row["checks"]["tools"], row  # the word templates pick text-to-video and edit for these two
+        assert set(picked[name]["want"]) <= set(row["checks"])  # every attribute asked for was read and judged
+        assert row["passed"] == all(row["checks"].values())
+    assert all(is_heldout(r["upload"][0]) for r in picked.values() if r.get("upload"))
