@@ -439,12 +439,11 @@ def train_edit(run: Run) -> None:
 
     dev, rng = run.dev, np.random.default_rng([run.seed, 3])
     t2i, saved = run.out / "text_to_image", run.out / "edit_image"
-    if run.resume and (saved / "text_encoder").is_dir():
-        vae = AutoencoderKL.from_pretrained(saved / "vae").to(dev)
-        text = CLIPTextModel.from_pretrained(saved / "text_encoder").to(dev)
-    elif (t2i / "text_encoder").is_dir():
-        vae = AutoencoderKL.from_pretrained(t2i / "vae").to(dev)
-        text = CLIPTextModel.from_pretrained(t2i / "text_encoder").to(dev)
+    # The VAE and text encoder: the edit model's own when resuming it, else the text-to-image model's.
+    start = saved if run.resume and (saved / "text_encoder").is_dir() else t2i
+    if (start / "text_encoder").is_dir():
+        vae = AutoencoderKL.from_pretrained(start / "vae").to(dev)
+        text = CLIPTextModel.from_pretrained(start / "text_encoder").to(dev)
     else:
         logger.warning("no %s: the edit model's text encoder starts from scratch", t2i)
         vae, text = _load_component(run, AutoencoderKL, "sd_vae"), toy_models.build_clip_text_encoder().to(dev)
