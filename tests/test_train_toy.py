@@ -136,7 +136,7 @@ def test_batches_are_seeded_and_from_the_train_split() -> None:
 def test_bad_flags_fail_with_a_clear_message(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
         train_toy.main(["--out", str(tmp_path), "--only", "vae,audio", "--device", "cpu"])
-    assert "accepted are comma-separated names from vae, t2i, edit, video" in capsys.readouterr().err
+    assert "accepted are comma-separated names from vae, t2i, edit, video, video_decoder" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         train_toy.main(["--out", str(tmp_path / "fresh"), "--only", "t2i", "--device", "cpu", "--steps", "1"])
 
@@ -206,3 +206,25 @@ def test_cached_clip_tokens_are_the_pipeline_tokens() -> None:
     cache = train_toy.TokenCache(tok)
     assert torch.equal(train_toy._tokens(cache, prompts, torch.device("cpu")), ref)
     assert torch.equal(train_toy._tokens(cache, prompts, torch.device("cpu")), ref)  # from the cache
+
+
+@pytest.mark.slow
+def test_the_video_decoder_job_keeps_the_latents_and_changes_only_the_decoder(
+    trained: tuple[Path, dict], tmp_path: Path
+) -> None:
+    import shutil
+
+    from diffusers import AutoencoderKLWan
+
+    out = tmp_path / "toy"
+    shutil.copytree(trained[0], out, ignore=shutil.ignore_patterns("packed"))
+    before = AutoencoderKLWan.from_pretrained(out / "image_to_video" / "vae")
+    summary = train_toy.main(["--out", str(out), "--device", "cpu", "--only", "video_decoder", "--steps", "2",
+                              "--batch", "4", "--log-every", "1"])  # fmt: skip
+    assert summary["models"]["video_decoder"]["steps"] == 2
+    for role in ("image_to_video", "connect_frames"):
+        after = AutoencoderKLWan.from_pretrained(out / role / "vae")
+        assert after.config.latents_mean == before.config.latents_mean
+        old, new = before.state_dict(), after.state_dict()
+        assert all(torch.equal(old[k], new[k]) for k in old if k.startswith(("encoder.", "quant_conv.")))
+        assert not all(torch.equal(old[k], new[k]) for k in old if k.startswith("decoder."))

@@ -44,10 +44,11 @@ from training import toy_data, toy_models
 
 logger = logging.getLogger("training.train_toy")
 
-JOBS = ("vae", "t2i", "edit", "video")
+JOBS = ("vae", "t2i", "edit", "video", "video_decoder")
+DEFAULT_JOBS = ("vae", "t2i", "edit", "video")  # video_decoder only when asked for (--only)
 ROLES = ("text_to_image", "edit_image", "image_to_video", "connect_frames")
 MAX_TOTAL_MB = 30.0
-LR = {"vae_image": 1e-3, "vae_video": 1e-3, "t2i": 5e-4, "edit": 5e-4, "video": 5e-4}
+LR = {"vae_image": 1e-3, "vae_video": 1e-3, "t2i": 5e-4, "edit": 5e-4, "video": 5e-4, "video_decoder": 1e-4}
 T2I_DROP = 0.1  # empty prompt share (classifier-free guidance)
 EDIT_DROP = 0.05  # InstructPix2Pix: this share each of no text, no image, neither
 VIDEO_DROP = 0.1
@@ -66,7 +67,7 @@ class Run:
     minutes_per_model: float | None = None
     steps: int | None = None
     batch: int = 32
-    only: tuple[str, ...] = JOBS
+    only: tuple[str, ...] = DEFAULT_JOBS
     workers: int = 0
     log_every: int = 50
     sample_steps: int = 20
@@ -91,7 +92,7 @@ class Run:
     def batch_for(self, name: str) -> int:
         """Examples per step of model ``name``: its ``batches`` entry, else ``batch`` (pictures), a quarter of it
         (clips, video autoencoder) or half (clips, video model)."""
-        share = {"vae_video": 4, "video": 2}.get(name, 1)
+        share = {"vae_video": 4, "video": 2, "video_decoder": 4}.get(name, 1)
         return self.batches.get(name, max(1, self.batch // share))
 
     def autocast(self):
@@ -523,6 +524,43 @@ def train_video(run: Run) -> None:
     _write_summary(run)
 
 
+def train_video_decoder(run: Run) -> None:
+    """The video autoencoder's decoder alone, from the saved video pipeline's VAE, its encoder frozen: the latents
+    (and so the trained transformer, and the latent statistics in the config) stay exactly as they were, while the
+    decoded frames get sharper and truer in colour. Saved into both video roles and ``components/wan_vae``."""
+    from diffusers import AutoencoderKLWan
+
+    dev, rng = run.dev, np.random.default_rng([run.seed, 5])
+    source = run.out / "image_to_video" / "vae"
+    if not (source / "config.json").is_file():
+        raise SystemExit(f"{source} is missing: train the video model first (--only vae,video), or all jobs")
+    vae = AutoencoderKLWan.from_pretrained(source).to(dev)
+    vae.requires_grad_(False)
+    decoder = [vae.decoder, vae.post_quant_conv]
+    for m in decoder:
+        m.requires_grad_(True)
+
+    def loss(batch: dict) -> torch.Tensor:
+        x = toy_data.to_tensor(batch["clips"], dev)
+        with torch.no_grad():
+            z = vae.encode(x).latent_dist.mode()  # what the pipelines decode: denoised latents near the mode
+        rec = vae.decode(z).sample
+        return F.mse_loss(rec.float(), x) + 0.1 * F.l1_loss(rec.float(), x)
+
+    clips = toy_data.stream("clip", run.batch_for("video_decoder"), run.seed + 60, run.workers)
+    train_loop(run, "video_decoder", decoder, loss, clips)
+    vae.eval()
+    for folder in (
+        run.out / "image_to_video" / "vae",
+        run.out / "connect_frames" / "vae",
+        run.out / "components" / "wan_vae",
+    ):
+        if folder.parent.is_dir():
+            vae.save_pretrained(folder, safe_serialization=True)
+    _sample_vae(run, "video_decoder", vae, toy_data.clip_batch(rng, 3)["clips"])
+    _write_summary(run)
+
+
 # ----- samples -----
 
 
@@ -650,6 +688,7 @@ TRAINERS: dict[str, Callable[[Run], None]] = {
     "t2i": train_t2i,
     "edit": train_edit,
     "video": train_video,
+    "video_decoder": train_video_decoder,
 }
 
 
@@ -709,7 +748,11 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument(
         "--batch", type=int, default=32, help="images per step (clips: a quarter for the VAE, half for video)"
     )
-    parser.add_argument("--only", default=",".join(JOBS), help=f"comma-separated subset of {','.join(JOBS)}")
+    parser.add_argument(
+        "--only",
+        default=",".join(DEFAULT_JOBS),
+        help=f"comma-separated jobs from {', '.join(JOBS)} (default: {','.join(DEFAULT_JOBS)})",
+    )
     parser.add_argument("--workers", type=int, default=None, help="data processes (default: 0 on CPU, 6 on CUDA)")
     parser.add_argument("--log-every", type=int, default=50)
     parser.add_argument("--sample-steps", type=int, default=20)
