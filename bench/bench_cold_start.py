@@ -8,6 +8,8 @@ background compiles after the video, so the next process finds them cached):
 * ``first``: an empty OpenMora cache (no compile cache), ``OPENMORA_COMPILE=background`` (``--first-compile
   blocking``: compile before each region's first use, as before background compiles);
 * ``cached``: the cache the first process left (regions compiled before compile in the foreground, from the cache);
+* ``cached-background`` (``--with-cached-background``): the same cache, every compile in the background, those
+  compiled before too (``OPENMORA_COMPILE_CACHED=background``): the other side of the foreground rule's A/B;
 * ``cached-blocking`` (``--with-blocking``): the same cache, ``OPENMORA_COMPILE=blocking`` (every region compiles
   at its first use: the behaviour before background compiles, with the cache kept);
 * ``first-blocking`` (``--with-first-blocking``, ~5 min): an empty cache, blocking;
@@ -59,7 +61,12 @@ def write_profile(models: Path, out: Path) -> Path:
 
 
 def _env(cache: Path, mode: str) -> dict[str, str]:
+    """The scenario's environment; ``mode`` is ``OPENMORA_COMPILE``, or ``cached-background`` (background compiles,
+    those compiled before too)."""
+    cached = "background" if mode == "cached-background" else "foreground"
+    mode = "background" if mode == "cached-background" else mode
     env = dict(os.environ, OPENMORA_CACHE=str(cache), OPENMORA_COMPILE=mode, PYTHONUNBUFFERED="1")
+    env["OPENMORA_COMPILE_CACHED"] = cached
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     env.pop("TORCHINDUCTOR_CACHE_DIR", None)  # the compile cache lives in the OpenMora cache
     return env
@@ -192,7 +199,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--with-blocking", action="store_true", help="also the cache with blocking compiles")
     parser.add_argument("--server-jobs", type=int, default=2)
-    parser.add_argument("--only", help="comma-separated scenarios (first, cached, cached-blocking, server)")
+    parser.add_argument(
+        "--with-cached-background", action="store_true", help="also the cache with every compile in the background"
+    )
+    parser.add_argument(
+        "--only", help="comma-separated scenarios (first, server, cached, cached-background, cached-blocking)"
+    )
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     import torch
@@ -212,6 +224,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.with_first_blocking:
         plan.insert(0, ("first-blocking", "blocking"))
     plan += [("server", "background"), ("cached", "background")]
+    if args.with_cached_background:
+        plan.append(("cached-background", "cached-background"))
     if args.with_blocking:
         plan.append(("cached-blocking", "blocking"))
     if args.only:

@@ -14,6 +14,7 @@
 | ``OPENMORA_ENCODE_NICE`` | ``10`` | niceness of the background encoders, so they never slow the GPU's feeder |
 | ``OPENMORA_PINNED_EVICTIONS`` | ``1`` | ``0``: evict pipelines to plain (not pinned) host memory |
 | ``OPENMORA_COMPILE`` | ``background`` | the ``compile`` speedups: ``background`` (render eagerly while compiling, switch when ready), ``blocking`` (compile at first use), ``off`` |
+| ``OPENMORA_COMPILE_CACHED`` | ``foreground`` | with ``background``: a signature compiled on this machine before compiles ``foreground`` (from the cache, before its first use) or in the ``background`` like a new one |
 | ``OPENMORA_RUN`` | the newest run | the run folder the Jupyter replay shows |
 | ``OPENMORA_DINO`` | unset | a local DINO model folder (transformers): subject consistency and TCON as VBench/Mora compute them |
 | ``OPENMORA_CLIP`` | unset | a local CLIP model folder, used for the features when no DINO is set |
@@ -54,6 +55,7 @@ VARIABLES = (
     "OPENMORA_ENCODE_NICE",
     "OPENMORA_PINNED_EVICTIONS",
     "OPENMORA_COMPILE",
+    "OPENMORA_COMPILE_CACHED",
     "OPENMORA_RUN",
     "OPENMORA_DINO",
     "OPENMORA_CLIP",
@@ -99,6 +101,7 @@ def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str,
 
 
 COMPILE_MODES = ("background", "blocking", "off")
+COMPILE_CACHED_MODES = ("foreground", "background")
 
 
 @dataclass(frozen=True)
@@ -124,6 +127,7 @@ class Settings:
     api_token: str | None = None
     max_upload_mb: int = 200
     compile_mode: str = "background"
+    compile_cached: str = "foreground"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -157,6 +161,7 @@ class Settings:
             api_token=env.get("OPENMORA_API_TOKEN") or None,
             max_upload_mb=_int(env, "OPENMORA_MAX_UPLOAD_MB", 200, 1) or 200,
             compile_mode=_choice(env, "OPENMORA_COMPILE", "background", COMPILE_MODES),
+            compile_cached=_choice(env, "OPENMORA_COMPILE_CACHED", "foreground", COMPILE_CACHED_MODES),
         )
 
 

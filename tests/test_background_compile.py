@@ -261,6 +261,24 @@ def test_a_signature_compiled_here_before_compiles_in_the_foreground(backend: Sl
     assert events[0]["estimate_s"] is not None
 
 
+def test_the_foreground_rule_can_be_turned_off_for_an_a_b(
+    backend: SlowBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    mlp = _mlp()
+    x = torch.randn(2, 8)
+    with torch.no_grad():
+        bc.deferred(mlp, "demo.mlp", mode="background")(x)
+        assert bc.compiler().wait(10)
+    torch._dynamo.reset()
+    bc._LEADERS.clear()
+    monkeypatch.setenv("OPENMORA_COMPILE_CACHED", "background")
+    region = bc.deferred(_mlp(), "demo.mlp", mode="background")
+    with torch.no_grad():
+        region(x)  # compiled before, but queued like a new signature: this call runs eagerly
+    assert (region.calls_compiled, region.calls_eager) == (0, 1)
+    assert bc.compiler().wait(10) and region.ready
+
+
 def test_identical_blocks_share_one_background_compile(backend: SlowBackend) -> None:
     blocks = [_mlp(), _mlp(), _mlp()]
     regions = [bc.deferred(b, f"demo.blocks.{i}", mode="background") for i, b in enumerate(blocks)]

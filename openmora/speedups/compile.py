@@ -9,7 +9,8 @@ dtypes, the other arguments) queues a compile of a copy of that call on one back
 the compiled code from the first call after it is ready. A first-ever run renders mostly eagerly and leaves the cache
 filled (the CLI finishes the queued compiles after writing the video). A signature compiled on this machine before
 (``compile_times.json`` says so) compiles in the foreground instead: inductor's cache makes that a few seconds, and
-in the background it only competed with the eager render for the CPU. ``OPENMORA_COMPILE=blocking`` compiles at first use instead (what a benchmark of the warm path wants);
+in the background it only competed with the eager render for the CPU (``OPENMORA_COMPILE_CACHED=background``
+queues those too, for comparing the two rules). ``OPENMORA_COMPILE=blocking`` compiles at first use instead (what a benchmark of the warm path wants);
 ``off`` never compiles.
 
 Progress: the compiler tells its listeners (the loader's event sink) with ``compile`` events when a compile is queued
@@ -374,7 +375,7 @@ class DeferredCompile:
                 self.calls_eager += 1  # its compile is under way: no second job, no second copy of the arguments
                 return self.eager(*args, **kwargs)
             self.queued.add(key)
-            if _times_key(self, key) in compile_times():
+            if _times_key(self, key) in compile_times() and current().compile_cached == "foreground":
                 return self._compile_here(key, args, kwargs)
             compiler().submit(_Job(self, key, _copy(args), _copy(kwargs)))
         self.calls_eager += 1
