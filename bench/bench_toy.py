@@ -213,7 +213,7 @@ def evaluate(
     """Every task of ``tasks`` on ``n`` held-out cases; the per-task figures the module docstring lists."""
     from openmora import Orchestrator
 
-    orch = Orchestrator(profile=profile, llm="none")
+    orch = Orchestrator(profile=profile, llm="none", report=False)
     results: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as tmp:
         base = Path(work or tmp)

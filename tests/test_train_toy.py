@@ -76,6 +76,7 @@ def test_folders_load_into_their_pipelines_and_generate(trained: tuple[Path, dic
     out, _ = trained
     for role in train_toy.ROLES:
         assert not list((out / role).rglob("*.bin")), role  # safetensors only
+        assert not [c for c in (out / role).rglob("config.json") if "_name_or_path" in c.read_text()], role
     gen = torch.Generator().manual_seed(0)
     t2i = StableDiffusionPipeline.from_pretrained(out / "text_to_image")
     image = t2i("a red circle", height=64, width=64, num_inference_steps=2, generator=gen, output_type="np").images

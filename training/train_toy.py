@@ -134,9 +134,19 @@ def _folder_mb(path: Path) -> float:
     return sum(f.stat().st_size for f in path.rglob("*.safetensors")) / 1e6
 
 
+def save_folder(model, folder: Path) -> None:
+    """``model.save_pretrained(folder)`` as safetensors, without the ``_name_or_path`` that diffusers writes into
+    each config: it is the folder the weights were loaded from, a path on the training machine."""
+    model.save_pretrained(folder, safe_serialization=True)
+    for config in Path(folder).rglob("config.json"):
+        data = json.loads(config.read_text())
+        if data.pop("_name_or_path", None) is not None:
+            config.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
 def _save(run: Run, pipe, role: str, params: int) -> None:
     target = run.out / role
-    pipe.save_pretrained(target, safe_serialization=True)
+    save_folder(pipe, target)
     mb = _folder_mb(target)
     run.summary.setdefault("roles", {})[role] = {"saved_mb": round(mb, 3), "parameters": params}
     logger.info("saved %s: %.2f MB, %d parameters", target, mb, params)
@@ -348,7 +358,7 @@ def train_vae(run: Run) -> None:
             [vae.encode(toy_data.to_tensor(next(images)["pixels"], dev)).latent_dist.sample() for _ in range(4)]
         )
     vae.register_to_config(scaling_factor=float(1.0 / z.float().std()))
-    vae.save_pretrained(run.out / "components" / "sd_vae", safe_serialization=True)
+    save_folder(vae, run.out / "components" / "sd_vae")
     _sample_vae(run, "vae_image", vae, toy_data.image_batch(rng, 6)["pixels"])
 
     wan = _start(run, toy_models.build_wan_vae, run.out / "components" / "wan_vae")
@@ -367,7 +377,7 @@ def train_vae(run: Run) -> None:
     wan.register_to_config(
         latents_mean=[float(v) for v in z.float().mean(dims)], latents_std=[float(v) for v in z.float().std(dims)]
     )
-    wan.save_pretrained(run.out / "components" / "wan_vae", safe_serialization=True)
+    save_folder(wan, run.out / "components" / "wan_vae")
     _sample_vae(run, "vae_video", wan, toy_data.clip_batch(rng, 3)["clips"])
     _write_summary(run)
 
@@ -556,7 +566,7 @@ def train_video_decoder(run: Run) -> None:
         run.out / "components" / "wan_vae",
     ):
         if folder.parent.is_dir():
-            vae.save_pretrained(folder, safe_serialization=True)
+            save_folder(vae, folder)
     _sample_vae(run, "video_decoder", vae, toy_data.clip_batch(rng, 3)["clips"])
     _write_summary(run)
 
