@@ -218,12 +218,9 @@ def evaluate(
     with tempfile.TemporaryDirectory() as tmp:
         base = Path(work or tmp)
         for task in tasks:
-            scores, times = [], []
-            for i, case in enumerate(cases(task, n, seed)):
-                score, timing = run_case(orch, task, case, base / task / str(i), seed + i)
-                scores.append(score)
-                times.append(timing)
-            results[task] = summarise(task, [c["scene"] for c in cases(task, n, seed)], scores, times)
+            drawn = cases(task, n, seed)
+            runs = [run_case(orch, task, case, base / task / str(i), seed + i) for i, case in enumerate(drawn)]
+            results[task] = summarise(task, [c["scene"] for c in drawn], [r[0] for r in runs], [r[1] for r in runs])
     return results
 
 

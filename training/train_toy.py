@@ -421,18 +421,19 @@ def train_t2i(run: Run) -> None:
         pred = unet(noisy, t, emb).sample
         return F.mse_loss(pred.float(), noise.float())
 
-    train_loop(
-        run,
-        "t2i",
-        [text, unet],
-        loss,
-        toy_data.stream("image", run.batch_for("t2i"), run.seed + 30, run.workers),
-        ema=True,
-    )
-    pipe = toy_models.text_to_image_pipeline(vae, text, unet)
-    _save(run, pipe, "text_to_image", sum(map(toy_models.parameters, (vae, text, unet))))
+    pipe = _fit_sd(run, "t2i", "image", 30, vae, text, unet, loss, toy_models.text_to_image_pipeline, "text_to_image")
     _sample_t2i(run, pipe)
     _write_summary(run)
+
+
+def _fit_sd(run: Run, name: str, kind: str, seed_offset: int, vae, text, unet, loss, build, role: str):
+    """Train a Stable Diffusion job's text encoder and UNet (with EMA) on ``kind`` batches, then build its pipeline
+    with ``build(vae, text, unet)`` and save it as ``role``; returns the pipeline."""
+    batches = toy_data.stream(kind, run.batch_for(name), run.seed + seed_offset, run.workers)
+    train_loop(run, name, [text, unet], loss, batches, ema=True)
+    pipe = build(vae, text, unet)
+    _save(run, pipe, role, sum(map(toy_models.parameters, (vae, text, unet))))
+    return pipe
 
 
 def _ddpm_noise(lat: torch.Tensor, alphas: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -480,16 +481,7 @@ def train_edit(run: Run) -> None:
         pred = unet(torch.cat([noisy, cond], dim=1), t, emb).sample
         return F.mse_loss(pred.float(), noise.float())
 
-    train_loop(
-        run,
-        "edit",
-        [text, unet],
-        loss,
-        toy_data.stream("edit", run.batch_for("edit"), run.seed + 40, run.workers),
-        ema=True,
-    )
-    pipe = toy_models.edit_image_pipeline(vae, text, unet)
-    _save(run, pipe, "edit_image", sum(map(toy_models.parameters, (vae, text, unet))))
+    pipe = _fit_sd(run, "edit", "edit", 40, vae, text, unet, loss, toy_models.edit_image_pipeline, "edit_image")
     _sample_edit(run, pipe)
     _write_summary(run)
 
