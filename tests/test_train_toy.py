@@ -148,7 +148,7 @@ def test_per_model_budgets_and_batches(tmp_path: Path, capsys: pytest.CaptureFix
                         batches={"video": 24})  # fmt: skip
     assert run.budget("vae_video") == (None, 150.0) and run.budget("t2i") == (None, 240.0)
     assert [run.batch_for(m) for m in ("t2i", "vae_video", "video")] == [64, 16, 24]
-    for flag, value in (("--minutes", "t2i=0"), ("--minutes", "unet=2"), ("--batches", "video=1.5")):
+    for flag, value in (("--minutes", "t2i=-1"), ("--minutes", "unet=2"), ("--batches", "video=1.5"), ("--lr", "t2i=0")):
         with pytest.raises(SystemExit):
             train_toy.main(["--out", str(tmp_path), "--device", "cpu", flag, value])
         assert f"{flag} '{value}': accepted is MODEL=" in capsys.readouterr().err
@@ -229,3 +229,45 @@ def test_the_video_decoder_job_keeps_the_latents_and_changes_only_the_decoder(
         old, new = before.state_dict(), after.state_dict()
         assert all(torch.equal(old[k], new[k]) for k in old if k.startswith(("encoder.", "quant_conv.")))
         assert not all(torch.equal(old[k], new[k]) for k in old if k.startswith("decoder."))
+
+
+@pytest.mark.slow
+def test_init_from_the_shipped_weights_continues_them_and_keeps_the_image_autoencoder(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from diffusers import AutoencoderKL, AutoencoderKLWan, UNet2DConditionModel
+
+    shipped = Path(__file__).resolve().parents[1] / "openmora" / "toy" / "weights"
+    out = tmp_path / "toy"
+    summary = train_toy.main(["--out", str(out), "--device", "cpu", "--init-from", str(shipped), "--only", "vae,t2i",
+                              "--minutes", "vae_image=0", "--steps", "1", "--batch", "2", "--sample-steps", "1",
+                              "--lr", "t2i=1e-9,vae_video=1e-9"])  # fmt: skip
+    assert set(summary["models"]) == {"vae_video", "t2i"}  # the image autoencoder was not trained
+    assert (out / "connect_frames" / "model_index.json").is_file()
+    kept = AutoencoderKL.from_pretrained(out / "components" / "sd_vae").state_dict()
+    assert all(torch.equal(v, AutoencoderKL.from_pretrained(shipped / "text_to_image" / "vae").state_dict()[k])
+               for k, v in kept.items())  # fmt: skip
+    # One step at a negligible rate: the t2i UNet and video VAE continue the shipped weights, not a fresh start.
+    for cls, a, b in (
+        (UNet2DConditionModel, out / "text_to_image" / "unet", shipped / "text_to_image" / "unet"),
+        (AutoencoderKLWan, out / "components" / "wan_vae", shipped / "image_to_video" / "vae"),
+    ):
+        ours, theirs = cls.from_pretrained(a).state_dict(), cls.from_pretrained(b).state_dict()
+        assert max(float((ours[k] - theirs[k]).abs().max()) for k in theirs) < 1e-4
+    with pytest.raises(SystemExit):  # never over a folder that already holds weights
+        train_toy.main(["--out", str(out), "--device", "cpu", "--init-from", str(shipped), "--steps", "1"])
+    assert "already holds text_to_image" in capsys.readouterr().err
+    with pytest.raises(SystemExit, match="vae_image=0 keeps .*sd_vae, which is missing"):
+        train_toy.main(["--out", str(tmp_path / "new"), "--device", "cpu", "--only", "vae", "--minutes",
+                        "vae_image=0", "--steps", "1"])  # fmt: skip
+
+
+@pytest.mark.unit
+def test_min_snr_weights_count_the_nearly_clean_timesteps_less() -> None:
+    alphas = train_toy._noise_scheduler().alphas_cumprod
+    pred, noise = torch.ones(1, 4, 2, 2), torch.zeros(1, 4, 2, 2)
+    noisy_end = float(train_toy.epsilon_loss(pred, noise, torch.tensor([999]), alphas))
+    clean_end = float(train_toy.epsilon_loss(pred, noise, torch.tensor([0]), alphas))
+    assert noisy_end == pytest.approx(1.0)  # SNR under gamma: plain MSE
+    snr = float(alphas[0] / (1 - alphas[0]))
+    assert clean_end == pytest.approx(train_toy.MIN_SNR_GAMMA / snr, rel=1e-5) and clean_end < 1e-2

@@ -54,6 +54,7 @@ EDIT_DROP = 0.05  # InstructPix2Pix: this share each of no text, no image, neith
 VIDEO_DROP = 0.1
 KL_WEIGHT = 1e-6
 EMA_DECAY = 0.999
+MIN_SNR_GAMMA = 5.0  # Min-SNR-gamma loss weights (Hang et al. 2023) for the epsilon-prediction UNets
 T5_LENGTH = 512  # the Wan pipeline's default max_sequence_length: its embeddings are zero-padded to this
 
 
@@ -74,6 +75,7 @@ class Run:
     minutes: dict[str, float] = field(default_factory=dict)
     batches: dict[str, int] = field(default_factory=dict)
     resume: bool = False
+    lr: dict[str, float] = field(default_factory=dict)
     summary: dict = field(default_factory=dict)
 
     @property
@@ -88,6 +90,14 @@ class Run:
         if self.steps is None and self.minutes_per_model is None:
             return None, 300.0
         return self.steps, None if self.minutes_per_model is None else self.minutes_per_model * 60.0
+
+    def kept(self, name: str) -> bool:
+        """Whether model ``name`` is asked to stay as saved (``--minutes NAME=0``): not trained this run."""
+        return self.minutes.get(name) == 0
+
+    def rate(self, name: str) -> float:
+        """The learning rate of model ``name``: its ``--lr`` entry, else :data:`LR`'s."""
+        return self.lr.get(name, LR[name])
 
     def batch_for(self, name: str) -> int:
         """Examples per step of model ``name``: its ``batches`` entry, else ``batch`` (pictures), a quarter of it
@@ -172,7 +182,7 @@ def train_loop(
     """
     max_steps, max_seconds = run.budget(name)
     params = [p for m in modules for p in m.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=LR[name], weight_decay=0.0, betas=(0.9, 0.99))
+    opt = torch.optim.AdamW(params, lr=run.rate(name), weight_decay=0.0, betas=(0.9, 0.99))
     averaged = [p.detach().clone() for p in params] if ema else []
     warmup = min(100, max(1, (max_steps or 2000) // 20))
     for m in modules:
@@ -193,7 +203,7 @@ def train_loop(
             break
         batch = next(batches)
         for group in opt.param_groups:
-            group["lr"] = LR[name] * min(1.0, (step + 1) / warmup)
+            group["lr"] = run.rate(name) * min(1.0, (step + 1) / warmup)
         with run.autocast():
             loss = step_loss(batch)
         opt.zero_grad(set_to_none=True)
@@ -341,45 +351,50 @@ def wan_condition(
 
 
 def train_vae(run: Run) -> None:
-    """Both autoencoders, then their latent statistics into their configs; saved under ``components/``."""
-    dev, rng = run.dev, np.random.default_rng([run.seed, 1])
-    vae = _start(run, toy_models.build_sd_vae, run.out / "components" / "sd_vae")
-    images = toy_data.stream("image", run.batch_for("vae_image"), run.seed + 10, run.workers)
+    """Both autoencoders, then their latent statistics into their configs; saved under ``components/``. One asked
+    to stay as saved (``--minutes vae_image=0`` or ``vae_video=0``) is neither trained nor re-measured."""
+    rng = np.random.default_rng([run.seed, 1])
+    for name, build, folder, kind, seed in (
+        ("vae_image", toy_models.build_sd_vae, "sd_vae", "image", 10),
+        ("vae_video", toy_models.build_wan_vae, "wan_vae", "clip", 20),
+    ):
+        saved = run.out / "components" / folder
+        if run.kept(name):
+            if not (saved / "config.json").is_file():
+                raise SystemExit(f"--minutes {name}=0 keeps {saved}, which is missing: give {name} some minutes")
+            logger.info("%s kept as saved in %s", name, saved)
+            continue
+        model = _start(run, build, saved)
+        _fit_autoencoder(run, name, model, toy_data.stream(kind, run.batch_for(name), run.seed + seed, run.workers))
+        save_folder(model, saved)
+        sample = toy_data.image_batch(rng, 6)["pixels"] if kind == "image" else toy_data.clip_batch(rng, 3)["clips"]
+        _sample_vae(run, name, model, sample)
+    _write_summary(run)
 
-    def image_loss(batch: dict) -> torch.Tensor:
-        x = toy_data.to_tensor(batch["pixels"], dev)
+
+def _fit_autoencoder(run: Run, name: str, vae, batches: Iterator) -> None:
+    """Reconstruction (MSE + 0.1 L1, a touch of KL) on ``batches``, then the latent scale into the config: the
+    image VAE's ``scaling_factor``, the video VAE's per-channel ``latents_mean``/``latents_std`` (of the mode, as
+    the Wan pipeline normalises)."""
+    key = "pixels" if name == "vae_image" else "clips"
+
+    def loss(batch: dict) -> torch.Tensor:
+        x = toy_data.to_tensor(batch[key], run.dev)
         post = vae.encode(x).latent_dist
         rec = vae.decode(post.sample()).sample
         return F.mse_loss(rec.float(), x) + 0.1 * F.l1_loss(rec.float(), x) + KL_WEIGHT * post.kl().mean()
 
-    train_loop(run, "vae_image", [vae], image_loss, images)
+    train_loop(run, name, [vae], loss, batches)
     with torch.no_grad():
-        z = torch.cat(
-            [vae.encode(toy_data.to_tensor(next(images)["pixels"], dev)).latent_dist.sample() for _ in range(4)]
+        draws = [vae.encode(toy_data.to_tensor(next(batches)[key], run.dev)).latent_dist for _ in range(4)]
+    if name == "vae_image":
+        z = torch.cat([d.sample() for d in draws])
+        vae.register_to_config(scaling_factor=float(1.0 / z.float().std()))
+    else:
+        z, dims = torch.cat([d.mode() for d in draws]).float(), (0, 2, 3, 4)
+        vae.register_to_config(
+            latents_mean=[float(v) for v in z.mean(dims)], latents_std=[float(v) for v in z.std(dims)]
         )
-    vae.register_to_config(scaling_factor=float(1.0 / z.float().std()))
-    save_folder(vae, run.out / "components" / "sd_vae")
-    _sample_vae(run, "vae_image", vae, toy_data.image_batch(rng, 6)["pixels"])
-
-    wan = _start(run, toy_models.build_wan_vae, run.out / "components" / "wan_vae")
-    clips = toy_data.stream("clip", run.batch_for("vae_video"), run.seed + 20, run.workers)
-
-    def clip_loss(batch: dict) -> torch.Tensor:
-        x = toy_data.to_tensor(batch["clips"], dev)
-        post = wan.encode(x).latent_dist
-        rec = wan.decode(post.sample()).sample
-        return F.mse_loss(rec.float(), x) + 0.1 * F.l1_loss(rec.float(), x) + KL_WEIGHT * post.kl().mean()
-
-    train_loop(run, "vae_video", [wan], clip_loss, clips)
-    with torch.no_grad():
-        z = torch.cat([wan.encode(toy_data.to_tensor(next(clips)["clips"], dev)).latent_dist.mode() for _ in range(4)])
-    dims = (0, 2, 3, 4)
-    wan.register_to_config(
-        latents_mean=[float(v) for v in z.float().mean(dims)], latents_std=[float(v) for v in z.float().std(dims)]
-    )
-    save_folder(wan, run.out / "components" / "wan_vae")
-    _sample_vae(run, "vae_video", wan, toy_data.clip_batch(rng, 3)["clips"])
-    _write_summary(run)
 
 
 def _start(run: Run, build: Callable[[], torch.nn.Module], saved: Path) -> torch.nn.Module:
@@ -418,8 +433,7 @@ def train_t2i(run: Run) -> None:
             lat = vae.encode(x).latent_dist.sample() * sf
         emb = text(_tokens(tok, _drop(batch["prompts"], rng, T2I_DROP), dev))[0]
         noisy, noise, t = _ddpm_noise(lat, alphas)
-        pred = unet(noisy, t, emb).sample
-        return F.mse_loss(pred.float(), noise.float())
+        return epsilon_loss(unet(noisy, t, emb).sample, noise, t, alphas)
 
     pipe = _fit_sd(run, "t2i", "image", 30, vae, text, unet, loss, toy_models.text_to_image_pipeline, "text_to_image")
     _sample_t2i(run, pipe)
@@ -442,6 +456,23 @@ def _ddpm_noise(lat: torch.Tensor, alphas: torch.Tensor) -> tuple[torch.Tensor, 
     t = torch.randint(0, len(alphas), (len(lat),), device=lat.device)
     a = alphas[t].view(-1, 1, 1, 1)
     return a.sqrt() * lat + (1 - a).sqrt() * noise, noise, t
+
+
+def epsilon_loss(pred: torch.Tensor, noise: torch.Tensor, t: torch.Tensor, alphas: torch.Tensor) -> torch.Tensor:
+    """The epsilon MSE with Min-SNR-gamma weights ``min(SNR(t), gamma) / SNR(t)``: the nearly clean timesteps,
+    whose noise is easy to read off and which plain MSE lets dominate the gradient, count less, so the layout and
+    colour (decided at high noise) are learned in fewer steps.
+
+    Example:
+        >>> a = torch.linspace(0.999, 0.01, 1000)
+        >>> float(epsilon_loss(torch.ones(2, 1), torch.zeros(2, 1), torch.tensor([999, 999]), a))  # SNR < 5
+        1.0
+    """
+    a = alphas[t].float()
+    snr = a / (1 - a)
+    weight = snr.clamp(max=MIN_SNR_GAMMA) / snr
+    per_example = F.mse_loss(pred.float(), noise.float(), reduction="none").flatten(1).mean(1)
+    return (weight * per_example).mean()
 
 
 def train_edit(run: Run) -> None:
@@ -478,8 +509,7 @@ def train_edit(run: Run) -> None:
         cond = cond * torch.tensor(~no_image, device=dev).view(-1, 1, 1, 1)
         emb = text(_tokens(tok, prompts, dev))[0]
         noisy, noise, t = _ddpm_noise(lat, alphas)
-        pred = unet(torch.cat([noisy, cond], dim=1), t, emb).sample
-        return F.mse_loss(pred.float(), noise.float())
+        return epsilon_loss(unet(torch.cat([noisy, cond], dim=1), t, emb).sample, noise, t, alphas)
 
     pipe = _fit_sd(run, "edit", "edit", 40, vae, text, unet, loss, toy_models.edit_image_pipeline, "edit_image")
     _sample_edit(run, pipe)
@@ -711,9 +741,40 @@ def pack(out: Path, dest: Path) -> dict[str, float]:
     return sizes
 
 
-def _per_model(parser: argparse.ArgumentParser, flag: str, text: str, kind: type, accepted: str) -> dict:
-    """``MODEL=VALUE,...`` into a dict; a name outside :data:`LR` or a value that is not ``kind`` and > 0 is a
-    usage error naming what is accepted."""
+def init_from(weights: Path, out: Path) -> None:
+    """Lay out a training folder ``out`` from trained role folders in ``weights`` (as the toy profile ships them:
+    ``text_to_image``, ``edit_image``, ``image_to_video``; ``connect_frames`` is the same pipeline), so that
+    ``--resume`` continues from them: the role folders, plus ``components/`` (the autoencoders) taken from them.
+
+    Raises:
+        ValueError: ``weights`` lacks a role folder, or ``out`` already holds one (nothing is overwritten).
+    """
+    import shutil
+
+    shipped = ("text_to_image", "edit_image", "image_to_video")
+    missing = [r for r in shipped if not (weights / r / "model_index.json").is_file()]
+    if missing:
+        raise ValueError(f"--init-from {weights}: no {', '.join(missing)} pipeline folder there; accepted is a "
+                         f"folder holding {', '.join(shipped)} (e.g. openmora/toy/weights)")  # fmt: skip
+    taken = [p.name for p in (*(out / r for r in ROLES), out / "components") if p.exists()]
+    if taken:
+        raise ValueError(f"--init-from: {out} already holds {', '.join(taken)}; give an empty --out or use --resume")
+    for role in shipped:
+        shutil.copytree(weights / role, out / role)
+    if (weights / "connect_frames" / "model_index.json").is_file():
+        shutil.copytree(weights / "connect_frames", out / "connect_frames")
+    else:
+        shutil.copytree(weights / "image_to_video", out / "connect_frames")
+    shutil.copytree(weights / "text_to_image" / "vae", out / "components" / "sd_vae")
+    shutil.copytree(weights / "image_to_video" / "vae", out / "components" / "wan_vae")
+    logger.info("laid out %s from %s", out, weights)
+
+
+def _per_model(
+    parser: argparse.ArgumentParser, flag: str, text: str, kind: type, accepted: str, zero: bool = False
+) -> dict:
+    """``MODEL=VALUE,...`` into a dict; a name outside :data:`LR` or a value that is not ``kind`` and > 0 (>= 0
+    with ``zero``) is a usage error naming what is accepted."""
     out = {}
     for item in filter(None, (i.strip() for i in text.split(","))):
         name, _, value = (part.strip() for part in item.partition("="))
@@ -721,7 +782,7 @@ def _per_model(parser: argparse.ArgumentParser, flag: str, text: str, kind: type
             number = kind(value)
         except ValueError:
             number = None
-        if name not in LR or number is None or not number > 0:
+        if name not in LR or number is None or not (number > 0 or (zero and number == 0)):
             parser.error(f"{flag} {item!r}: accepted is MODEL={accepted}, MODEL one of {', '.join(LR)}")
         out[name] = number
     return out
@@ -739,7 +800,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument(
         "--minutes",
         default="",
-        help="per-model minutes over the other limits, e.g. vae_video=3,t2i=2 (models: " + ", ".join(LR) + ")",
+        help="per-model minutes over the other limits, e.g. vae_video=3,t2i=2; 0 keeps that model as saved "
+        "(models: " + ", ".join(LR) + ")",
     )
     parser.add_argument(
         "--batches", default="", help="per-model batch sizes over --batch's, e.g. vae_video=16,video=32"
@@ -747,6 +809,13 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument(
         "--resume", action="store_true", help="start each model from its weights saved in --out, where there are any"
     )
+    parser.add_argument(
+        "--init-from",
+        type=Path,
+        help="lay out --out from a folder of trained role folders (e.g. openmora/toy/weights, the shipped ones) "
+        "and resume from them; --out must not hold role folders yet",
+    )
+    parser.add_argument("--lr", default="", help="per-model learning rates over the defaults, e.g. t2i=1e-3")
     parser.add_argument(
         "--batch", type=int, default=32, help="images per step (clips: a quarter for the VAE, half for video)"
     )
@@ -776,8 +845,12 @@ def main(argv: list[str] | None = None) -> dict:
             parser.error(f"{name} {value}: accepted is a whole number >= 1")
     if args.minutes_per_model is not None and not args.minutes_per_model > 0:
         parser.error(f"--minutes-per-model {args.minutes_per_model}: accepted is a number > 0")
-    minutes = _per_model(parser, "--minutes", args.minutes, float, "MINUTES (> 0)")
+    minutes = _per_model(parser, "--minutes", args.minutes, float, "MINUTES (>= 0; 0 keeps it as saved)", zero=True)
     batches = _per_model(parser, "--batches", args.batches, int, "a whole number >= 1")
+    rates = _per_model(parser, "--lr", args.lr, float, "RATE (> 0)")
+    for name in (n for n, m in minutes.items() if m == 0 and n not in ("vae_image", "vae_video")):
+        parser.error(f"--minutes {name}=0: only vae_image and vae_video can be kept as saved; leave {name}'s job "
+                     "out of --only instead")  # fmt: skip
     workers = args.workers if args.workers is not None else (6 if args.device == "cuda" else 0)
     threads = os.environ.get("OPENMORA_TORCH_THREADS")
     if threads:
@@ -786,9 +859,15 @@ def main(argv: list[str] | None = None) -> dict:
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     torch.manual_seed(args.seed)
+    if args.init_from is not None:
+        try:
+            init_from(args.init_from, args.out)
+        except ValueError as err:
+            parser.error(str(err))
     args.out.mkdir(parents=True, exist_ok=True)
     run = Run(args.out, args.device, args.seed, args.minutes_per_model, args.steps, args.batch, only, workers,
-              args.log_every, args.sample_steps, minutes, batches, args.resume)  # fmt: skip
+              args.log_every, args.sample_steps, minutes, batches, args.resume or args.init_from is not None,
+              rates)  # fmt: skip
     for job in JOBS:
         if job in only:
             logger.info("job %s", job)
