@@ -148,7 +148,12 @@ def test_per_model_budgets_and_batches(tmp_path: Path, capsys: pytest.CaptureFix
                         batches={"video": 24})  # fmt: skip
     assert run.budget("vae_video") == (None, 150.0) and run.budget("t2i") == (None, 240.0)
     assert [run.batch_for(m) for m in ("t2i", "vae_video", "video")] == [64, 16, 24]
-    for flag, value in (("--minutes", "t2i=-1"), ("--minutes", "unet=2"), ("--batches", "video=1.5"), ("--lr", "t2i=0")):
+    for flag, value in (
+        ("--minutes", "t2i=-1"),
+        ("--minutes", "unet=2"),
+        ("--batches", "video=1.5"),
+        ("--lr", "t2i=0"),
+    ):
         with pytest.raises(SystemExit):
             train_toy.main(["--out", str(tmp_path), "--device", "cpu", flag, value])
         assert f"{flag} '{value}': accepted is MODEL=" in capsys.readouterr().err
