@@ -276,3 +276,20 @@ def test_min_snr_weights_count_the_nearly_clean_timesteps_less() -> None:
     assert noisy_end == pytest.approx(1.0)  # SNR under gamma: plain MSE
     snr = float(alphas[0] / (1 - alphas[0]))
     assert clean_end == pytest.approx(train_toy.MIN_SNR_GAMMA / snr, rel=1e-5) and clean_end < 1e-2
+
+
+@pytest.mark.unit
+def test_resume_starts_a_model_whose_config_changed_from_the_seed_and_says_so(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    saved = tmp_path / "unet"
+    toy_models.build_sd_unet(8).save_pretrained(saved)  # a model of another shape than the one asked for
+    run = train_toy.Run(tmp_path, resume=True, device="cpu")
+    with caplog.at_level("INFO", logger=train_toy.logger.name):
+        unet = train_toy._start(run, lambda: toy_models.build_sd_unet(4), saved)
+    assert unet.config.in_channels == 4
+    fresh = toy_models.build_sd_unet(4).state_dict()
+    assert all(torch.equal(v, fresh[k]) for k, v in unet.state_dict().items())
+    assert "another shape (in_channels 8 -> 4)" in caplog.text
+    same = train_toy._start(run, lambda: toy_models.build_sd_unet(8), saved)  # same shape: the saved weights
+    assert all(torch.equal(v, type(same).from_pretrained(saved).state_dict()[k]) for k, v in same.state_dict().items())

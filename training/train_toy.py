@@ -320,14 +320,14 @@ def wan_condition(
     vae, first: torch.Tensor, last: torch.Tensor | None, connect: torch.Tensor | None, frames: int
 ) -> torch.Tensor:
     """The condition ``WanImageToVideoPipeline.prepare_latents`` builds, for a batch in which each sample is given
-    its last frame or not: mask (4 channels) + normalised latents of [first, zeros..., last or zeros].
+    its last frame or not: mask (``scale_factor_temporal`` channels) + normalised latents of [first, zeros..., last or zeros].
 
     Args:
         vae: the pipeline's AutoencoderKLWan.
         first: ``(B, 3, H, W)`` first frames in [-1, 1].
         last: ``(B, 3, H, W)`` last frames in [-1, 1], or ``None`` (image-to-video only).
         connect: ``(B,)`` bool, which samples get their last frame (connect mode); ``None``: none.
-        frames: the clip's frame count (4k + 1).
+        frames: the clip's frame count (4k + 1, as the Wan encoder takes frames: one, then four at a time).
     """
     b, _, h, w = first.shape
     scale_t, scale_s = vae.config.scale_factor_temporal, vae.config.scale_factor_spatial
@@ -399,12 +399,31 @@ def _fit_autoencoder(run: Run, name: str, vae, batches: Iterator) -> None:
 
 def _start(run: Run, build: Callable[[], torch.nn.Module], saved: Path) -> torch.nn.Module:
     """A model to train: with ``--resume`` the weights saved at ``saved`` (a ``save_pretrained`` folder) where they
-    exist, else ``build()``; on the run's device."""
+    exist and have the shape ``build()`` has (same config, bar the measured latent statistics), else ``build()``;
+    on the run's device. A saved model of another shape (the configs in ``toy_models`` changed since) is left out
+    with a log line: its weights cannot load into the new shape."""
+    model = build()
     if run.resume and (saved / "config.json").is_file():
-        cls = type(build())
-        logger.info("resuming %s from %s", cls.__name__, saved)
-        return cls.from_pretrained(saved).to(run.dev)
-    return build().to(run.dev)
+        changed = _config_changes(model, saved)
+        if changed:
+            logger.info("%s in %s has another shape (%s): starting from the seed", type(model).__name__, saved,
+                        ", ".join(changed))  # fmt: skip
+        else:
+            logger.info("resuming %s from %s", type(model).__name__, saved)
+            return type(model).from_pretrained(saved).to(run.dev)
+    return model.to(run.dev)
+
+
+MEASURED = frozenset({"latents_mean", "latents_std", "scaling_factor"})  # written after training, not shape
+
+
+def _config_changes(model: torch.nn.Module, saved: Path) -> list[str]:
+    """The config keys whose saved value (``saved/config.json``) differs from ``model``'s, as ``key a -> b``."""
+    old = json.loads((saved / "config.json").read_text())
+    config = model.config  # a diffusers FrozenDict or a transformers PretrainedConfig
+    new = json.loads(json.dumps(config.to_dict() if hasattr(config, "to_dict") else dict(config), default=str))
+    return [f"{k} {old.get(k)} -> {v}" for k, v in new.items()
+            if not k.startswith("_") and k not in MEASURED and k in old and old[k] != v]  # fmt: skip
 
 
 def _load_component(run: Run, cls, name: str):
