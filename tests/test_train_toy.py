@@ -293,3 +293,17 @@ def test_resume_starts_a_model_whose_config_changed_from_the_seed_and_says_so(
     assert "another shape (in_channels 8 -> 4)" in caplog.text
     same = train_toy._start(run, lambda: toy_models.build_sd_unet(8), saved)  # same shape: the saved weights
     assert all(torch.equal(v, type(same).from_pretrained(saved).state_dict()[k]) for k, v in same.state_dict().items())
+    # A text encoder saved by another transformers version (the GPU machine's) has the same shape: it resumes.
+    text_dir = tmp_path / "text_encoder"
+    trained = toy_models.build_clip_text_encoder()
+    with torch.no_grad():
+        trained.get_parameter("final_layer_norm.weight").fill_(0.5)
+    trained.save_pretrained(text_dir)
+    config = json.loads((text_dir / "config.json").read_text())
+    config.update(transformers_version="5.17.0", architectures=["CLIPTextModel"], dtype="float32")
+    (text_dir / "config.json").write_text(json.dumps(config))
+    caplog.clear()
+    with caplog.at_level("INFO", logger=train_toy.logger.name):
+        text = train_toy._start(run, toy_models.build_clip_text_encoder, text_dir)
+    assert float(text.get_parameter("final_layer_norm.weight")[0]) == 0.5, caplog.text
+    assert "resuming CLIPTextModel" in caplog.text

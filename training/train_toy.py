@@ -415,6 +415,9 @@ def _start(run: Run, build: Callable[[], torch.nn.Module], saved: Path) -> torch
 
 
 MEASURED = frozenset({"latents_mean", "latents_std", "scaling_factor"})  # written after training, not shape
+# What transformers writes about the saving process, not the model: a folder saved by another transformers version
+# (the GPU machine's, say) is the same shape.
+SAVED_BY = frozenset({"transformers_version", "architectures", "dtype", "torch_dtype"})
 
 
 def _config_changes(model: torch.nn.Module, saved: Path) -> list[str]:
@@ -423,7 +426,7 @@ def _config_changes(model: torch.nn.Module, saved: Path) -> list[str]:
     config = model.config  # a diffusers FrozenDict or a transformers PretrainedConfig
     new = json.loads(json.dumps(config.to_dict() if hasattr(config, "to_dict") else dict(config), default=str))
     return [f"{k} {old.get(k)} -> {v}" for k, v in new.items()
-            if not k.startswith("_") and k not in MEASURED and k in old and old[k] != v]  # fmt: skip
+            if not k.startswith("_") and k not in MEASURED | SAVED_BY and k in old and old[k] != v]  # fmt: skip
 
 
 def _load_component(run: Run, cls, name: str):
