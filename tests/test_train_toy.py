@@ -307,3 +307,18 @@ def test_resume_starts_a_model_whose_config_changed_from_the_seed_and_says_so(
         text = train_toy._start(run, toy_models.build_clip_text_encoder, text_dir)
     assert float(text.get_parameter("final_layer_norm.weight")[0]) == 0.5, caplog.text
     assert "resuming CLIPTextModel" in caplog.text
+
+
+@pytest.mark.unit
+def test_a_resumed_run_of_several_jobs_counts_each_round_once(tmp_path: Path) -> None:
+    (tmp_path / "summary.json").write_text(json.dumps({"models": {"t2i": {"steps": 5, "seconds": 2.0}}}))
+    run = train_toy.Run(tmp_path, resume=True, device="cpu")
+    run.earlier = json.loads((tmp_path / "summary.json").read_text())["models"]
+    run.summary = {"models": {"t2i": {"steps": 3, "seconds": 1.0}}, "roles": {}}
+    train_toy._write_summary(run)  # after the first job
+    run.summary["models"]["video"] = {"steps": 4, "seconds": 1.5}  # a model new to this folder
+    train_toy._write_summary(run)  # after the second job: the first job's model is not counted again
+    train_toy._write_summary(run)  # and at the end
+    models = json.loads((tmp_path / "summary.json").read_text())["models"]
+    assert models["t2i"]["total_steps"] == 8 and len(models["t2i"]["history"]) == 1
+    assert "history" not in models["video"] and models["video"]["steps"] == 4

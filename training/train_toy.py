@@ -77,6 +77,7 @@ class Run:
     resume: bool = False
     lr: dict[str, float] = field(default_factory=dict)
     summary: dict = field(default_factory=dict)
+    earlier: dict = field(default_factory=dict)  # summary.json's models as this run found them (--resume)
 
     @property
     def dev(self) -> torch.device:
@@ -124,7 +125,7 @@ def _write_summary(run: Run) -> None:
     old = json.loads(path.read_text()) if path.is_file() else {}
     models = old.setdefault("models", {})
     for name, stats in run.summary.get("models", {}).items():
-        before = models.get(name)
+        before = run.earlier.get(name)  # a round of an earlier run: not one this run already wrote
         if run.resume and before and "history" not in stats:
             # A resumed model: its earlier rounds stay on record, and the totals count every round.
             earlier = before.get("history", []) + [
@@ -136,7 +137,9 @@ def _write_summary(run: Run) -> None:
         models[name] = stats
     old.setdefault("roles", {}).update(run.summary.get("roles", {}))
     old["total_saved_mb"] = round(sum(r["saved_mb"] for r in old["roles"].values()), 3)
-    old["run"] = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(run).items() if k != "summary"}
+    old["run"] = {
+        k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(run).items() if k not in ("summary", "earlier")
+    }
     path.write_text(json.dumps(old, indent=2) + "\n")
 
 
@@ -890,6 +893,8 @@ def main(argv: list[str] | None = None) -> dict:
     run = Run(args.out, args.device, args.seed, args.minutes_per_model, args.steps, args.batch, only, workers,
               args.log_every, args.sample_steps, minutes, batches, args.resume or args.init_from is not None,
               rates)  # fmt: skip
+    if run.resume and (run.out / "summary.json").is_file():
+        run.earlier = json.loads((run.out / "summary.json").read_text()).get("models", {})
     for job in JOBS:
         if job in only:
             logger.info("job %s", job)
