@@ -32,7 +32,7 @@ from openmora.tools.enhance_prompt import DIGITAL_WORLD_EDIT, enhance_prompt
 from openmora.toy.scenes import Scene, apply_edit, is_heldout, render, sample_edit, sample_scene
 
 SIZE = 64  # frame side, px
-CLIP_FRAMES = 9  # the Wan encoder takes 4k + 1 frames; 9 is what the tiny and toy profiles ask for
+CLIP_FRAMES = 9  # Wan takes (temporal factor) k + 1 frames: 4k + 1 (tiny), 2k + 1 (toy); 9 suits both profiles
 PIXEL_ART_SHARE = 0.25  # share of scenes drawn in the pixel-art style
 CONNECT_PROMPT = "a smooth continuous transition between two scenes"  # what connect_clips sends without a prompt
 STYLE_EDITS = ("make it pixel-art", "make it pixel art", DIGITAL_WORLD_EDIT)

@@ -330,7 +330,7 @@ def wan_condition(
         first: ``(B, 3, H, W)`` first frames in [-1, 1].
         last: ``(B, 3, H, W)`` last frames in [-1, 1], or ``None`` (image-to-video only).
         connect: ``(B,)`` bool, which samples get their last frame (connect mode); ``None``: none.
-        frames: the clip's frame count (4k + 1, as the Wan encoder takes frames: one, then four at a time).
+        frames: the clip's frame count (``scale_factor_temporal`` k + 1: the Wan encoder takes the first frame alone).
     """
     b, _, h, w = first.shape
     scale_t, scale_s = vae.config.scale_factor_temporal, vae.config.scale_factor_spatial
